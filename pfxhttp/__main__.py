@@ -1,0 +1,7 @@
+"""``python -m pfxhttp``: the same as the ``pfxhttp`` command."""
+
+import sys
+
+from pfxhttp.cli import main
+
+sys.exit(main())

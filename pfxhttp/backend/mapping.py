@@ -1,0 +1,201 @@
+"""Pure mapping of an HTTP outcome to a Postfix reply: the contract table of docs/design.md.
+
+Nothing here does I/O. ``classify`` turns (status, body) into an :class:`Outcome`; the socketmap and policy
+helpers turn an Outcome into the wire reply. The one invariant: no fault of the backend or the network ever
+becomes ``NOTFOUND``, ``OK``, ``REJECT`` or ``5NN``; those only come from a well-formed answer the backend meant.
+
+Field paths: ``value_field`` / ``error_field`` are JSONPath (jsonpath-ng), compiled at load. The plain dotted
+form ``data.result`` (the common case, and upstream's spelling) is compiled to a tuple of keys and walked
+directly, which costs far less per lookup than a JSONPath evaluation; a numeric segment indexes a list.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from jsonpath_ng.ext import parse as jsonpath_parse  # type: ignore[import-untyped]
+
+from pfxhttp.protocol.policy import MAX_ACTION_LENGTH, PolicyReply
+from pfxhttp.protocol.socketmap import SocketmapReply
+
+DEFAULT_NOT_FOUND_STATUSES: frozenset[int] = frozenset({404})
+DEFAULT_POLICY_ERROR_ACTION = "DEFER_IF_PERMIT Service temporarily unavailable"
+
+_SIMPLE_PATH = re.compile(r"^\$?\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_MISSING = object()
+
+
+class OutcomeKind(enum.Enum):
+    FOUND = "found"  # value present and usable
+    NOT_FOUND = "not_found"  # value absent / null, or a not-found status
+    ERROR = "error"  # the backend said "error" (error_field, 4xx): a permanent-looking failure
+    TEMP = "temp"  # the backend or network failed in a way worth retrying
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    value: str = ""  # FOUND: the rendered value
+    reason: str = ""  # ERROR/TEMP/TIMEOUT: short fixed text safe for Postfix logs
+    detail: str = ""  # for our log only (may hold backend text)
+
+
+class FieldPath:
+    """A compiled ``value_field`` / ``error_field``."""
+
+    __slots__ = ("_jsonpath", "_segments", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._segments: tuple[str, ...] | None = None
+        self._jsonpath: Any = None
+        if _SIMPLE_PATH.match(source):
+            self._segments = tuple(source.lstrip("$").lstrip(".").split("."))
+        else:
+            # jsonpath-ng raises assorted exception types on bad syntax; the caller turns any into ConfigError.
+            self._jsonpath = jsonpath_parse(source)
+
+    def find(self, document: Any) -> Any:
+        """Return the value at the path, or ``_MISSING``. A JSONPath matching several nodes yields a list."""
+        if self._segments is not None:
+            node = document
+            for segment in self._segments:
+                if isinstance(node, dict):
+                    node = node.get(segment, _MISSING)
+                elif isinstance(node, list) and segment.isdigit() and int(segment) < len(node):
+                    node = node[int(segment)]
+                else:
+                    return _MISSING
+                if node is _MISSING:
+                    return _MISSING
+            return node
+        matches = self._jsonpath.find(document)
+        if not matches:
+            return _MISSING
+        if len(matches) == 1:
+            return matches[0].value
+        return [m.value for m in matches]
+
+
+def render_value(value: Any) -> str:
+    """JSON value -> Postfix text: lists joined with ',', integral numbers without '.0', objects as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, list):
+        return ",".join(render_value(v) for v in value if v is not None)
+    if value is None:
+        return ""
+    return orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRules:
+    """What one entry expects of its backend's answers."""
+
+    value_path: FieldPath | None
+    error_path: FieldPath | None = None
+    no_error_value: str | None = None
+    success_statuses: frozenset[int] = frozenset({200})
+    not_found_statuses: frozenset[int] = DEFAULT_NOT_FOUND_STATUSES
+
+
+def classify(rules: ResponseRules, status: int, body: bytes) -> Outcome:
+    """Map an HTTP status and body to an Outcome, per the contract table."""
+    if status not in rules.success_statuses:
+        if status in rules.not_found_statuses:
+            return Outcome(OutcomeKind.NOT_FOUND, detail=f"HTTP {status}")
+        if status == 429 or status >= 500:
+            return Outcome(OutcomeKind.TEMP, reason=f"backend status {status}", detail=f"HTTP {status}")
+        if 400 <= status < 500:
+            return Outcome(OutcomeKind.ERROR, reason=f"backend status {status}", detail=f"HTTP {status}")
+        # 1xx final, unexpected 2xx, 3xx redirects (not followed): nothing we can trust; retry later.
+        return Outcome(OutcomeKind.TEMP, reason=f"unexpected status {status}", detail=f"HTTP {status}")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return Outcome(OutcomeKind.TEMP, reason="invalid JSON from backend", detail=str(exc))
+    if rules.error_path is not None:
+        raw_error = rules.error_path.find(document)
+        if raw_error is not _MISSING and raw_error is not None:
+            error_text = render_value(raw_error)
+            if error_text and error_text != rules.no_error_value:
+                return Outcome(OutcomeKind.ERROR, reason="backend reported an error", detail=error_text[:500])
+    if rules.value_path is None:
+        return Outcome(OutcomeKind.ERROR, reason="no value_field configured")
+    raw = rules.value_path.find(document)
+    if raw is _MISSING or raw is None:
+        return Outcome(OutcomeKind.NOT_FOUND, detail="value absent")
+    value = render_value(raw)
+    if not value:
+        # Upstream answers PERM here too: an empty answer is not "not found" (that could bounce mail).
+        return Outcome(OutcomeKind.ERROR, reason="empty value from backend", detail=repr(raw)[:200])
+    return Outcome(OutcomeKind.FOUND, value=value)
+
+
+def socketmap_reply(outcome: Outcome, max_reply_size: int) -> SocketmapReply:
+    """Outcome -> socketmap reply; a value that would not fit is ``PERM value too long``."""
+    kind = outcome.kind
+    if kind is OutcomeKind.FOUND:
+        value = outcome.value
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            return SocketmapReply.perm("value not UTF-8")
+        # The whole payload, "OK " included, must fit Postfix's socketmap_max_reply_size.
+        if size + 3 > max_reply_size:
+            return SocketmapReply.perm("value too long")
+        if "\0" in value:
+            return SocketmapReply.perm("value contains NUL")
+        return SocketmapReply.ok(value)
+    if kind is OutcomeKind.NOT_FOUND:
+        return SocketmapReply.notfound()
+    if kind is OutcomeKind.TIMEOUT:
+        return SocketmapReply.timeout(outcome.reason or "backend timeout")
+    if kind is OutcomeKind.TEMP:
+        return SocketmapReply.temp(outcome.reason or "backend error")
+    return SocketmapReply.perm(outcome.reason or "backend error")
+
+
+_UNSAFE_ACTION = re.compile(r"[\r\n\0]")
+
+
+def policy_reply(outcome: Outcome, error_action: str) -> PolicyReply:
+    """Outcome -> policy reply: the value's text is the action; every failure is the error action."""
+    if outcome.kind is OutcomeKind.FOUND:
+        # CR/LF/NUL anywhere (even trailing) means the backend sent something other than one action line.
+        action = outcome.value.strip(" \t")
+        if action and not _UNSAFE_ACTION.search(action) and _fits_action(action):
+            return PolicyReply(action)
+        return PolicyReply(error_action)
+    if outcome.kind is OutcomeKind.NOT_FOUND:
+        return PolicyReply("DUNNO")
+    return PolicyReply(error_action)
+
+
+def _fits_action(action: str) -> bool:
+    try:
+        return len(action.encode("utf-8")) <= MAX_ACTION_LENGTH
+    except UnicodeEncodeError:
+        return False
+
+
+def statuses(values: Sequence[int] | int) -> frozenset[int]:
+    """Normalise one status code or a list of them."""
+    if isinstance(values, int):
+        return frozenset({values})
+    return frozenset(values)

@@ -1,0 +1,151 @@
+"""Payload templates: Jinja2, compiled once at load, JSON-safe by construction.
+
+A payload is JSON text with expressions in it. Whatever an expression yields is made JSON-safe by Jinja's
+``finalize`` hook, so the upstream form ``{"key": "{{ .Key }}"}`` carries exactly the key for ANY key (quotes,
+backslashes, control characters, UTF-8, ``<>``), and a key can never inject fields:
+
+- a string becomes JSON string *content* (escaped, without the surrounding quotes, which the template has);
+- a mapping or list (the policy attribute map) becomes a JSON object/array;
+- numbers and booleans become their JSON spelling, None becomes ``null``;
+- the output of the ``tojson`` filter is complete JSON text and is left alone.
+
+The Go-template spelling ``{{ .Key }}`` is rewritten to the Jinja variable ``Key`` before compiling. For socket
+maps ``Key`` is the lookup key; for policy services it is the whole attribute map, emitted as a JSON object, as in
+upstream pfxhttp. Jinja names: ``key`` (same as ``Key``), ``name`` (map or service name), ``attrs`` (the policy
+attribute map; empty for socket maps).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+import orjson
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from pfxhttp.config.model import EntryConfig, EntryKind
+from pfxhttp.errors import ConfigError, PayloadError
+
+DEFAULT_SOCKETMAP_PAYLOAD = '{"key": "{{ key }}"}'
+DEFAULT_POLICY_PAYLOAD = "{{ attrs }}"
+
+# `{{ .Key }}`, `{{- .Key -}}`, `{{.Key}}`: upstream's Go text/template spelling of the one field it offers.
+_GO_KEY = re.compile(r"\{\{(-?)\s*\.Key\s*(-?)\}\}")
+
+# Sample values used to prove at load time that a payload renders to valid JSON. They contain the characters
+# that break naive templates, so a payload that survives them is JSON-safe.
+_SAMPLE_KEY = 'sample "quoted" \\ <key>@example.com'
+_SAMPLE_ATTRS = {
+    "request": "smtpd_access_policy",
+    "protocol_state": "RCPT",
+    "sender": 'a"b@example.com',
+    "recipient": "c\\d@example.com",
+}
+
+
+class RawJson(str):
+    """Text that is already complete JSON; ``finalize`` passes it through unchanged."""
+
+    __slots__ = ()
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:  # lone surrogates (non-UTF-8 key), unsupported types
+        raise PayloadError(f"value cannot be encoded as JSON: {exc}") from exc
+
+
+def _finalize(value: Any) -> str:
+    if isinstance(value, RawJson):
+        return value
+    if isinstance(value, str):
+        # JSON string content: dump with quotes, then drop them.
+        return _json_text(value)[1:-1]
+    if isinstance(value, jinja2.Undefined):
+        return str(value)  # StrictUndefined raises here
+    return _json_text(value)
+
+
+def _tojson(value: Any) -> RawJson:
+    return RawJson(_json_text(value))
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+    )
+    env.filters["tojson"] = _tojson
+    return env
+
+
+class PayloadTemplate:
+    """A compiled payload template of one entry."""
+
+    __slots__ = ("_kind", "_name", "_template", "source")
+
+    def __init__(self, entry: EntryConfig, env: jinja2.Environment | None = None) -> None:
+        self._kind = entry.kind
+        self._name = entry.name
+        if entry.payload is not None:
+            self.source = entry.payload
+        elif entry.kind is EntryKind.SOCKET_MAP:
+            self.source = DEFAULT_SOCKETMAP_PAYLOAD
+        else:
+            self.source = DEFAULT_POLICY_PAYLOAD
+        jinja_source = _GO_KEY.sub(r"{{\1 Key \2}}", self.source)
+        location = entry.location_of("payload")
+        path = entry.key_path("payload")
+        try:
+            self._template = (env or _environment()).from_string(jinja_source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(
+                f"payload template: {exc.message} (template line {exc.lineno})", location=location, path=path
+            ) from exc
+        self._check_renders_json(location, path)
+
+    def _check_renders_json(self, location: Any, path: str) -> None:
+        """Render with hostile sample values: a payload that is not valid JSON is caught at load."""
+        try:
+            if self._kind is EntryKind.SOCKET_MAP:
+                text = self.render_socketmap(_SAMPLE_KEY)
+            else:
+                text = self.render_policy(_SAMPLE_ATTRS)
+        except PayloadError as exc:
+            raise ConfigError(f"payload template: {exc}", location=location, path=path) from exc
+        if not text.strip():
+            return  # an empty body is allowed: some APIs take everything from the URL
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(
+                f"payload does not render to valid JSON ({exc}); rendered sample: {text[:200]!r}",
+                location=location,
+                path=path,
+            ) from exc
+
+    def _render(self, context: dict[str, Any]) -> str:
+        try:
+            return self._template.render(context)
+        except PayloadError:
+            raise
+        except jinja2.UndefinedError as exc:
+            raise PayloadError(f"payload template: {exc.message}") from exc
+        except Exception as exc:  # noqa: BLE001 - any template runtime failure is a defined PayloadError
+            raise PayloadError(f"payload template failed: {type(exc).__name__}: {exc}") from exc
+
+    def render_socketmap(self, key: str) -> str:
+        return self._render({"Key": key, "key": key, "name": self._name, "attrs": {}})
+
+    def render_policy(self, attrs: Mapping[str, str]) -> str:
+        return self._render({"Key": attrs, "key": attrs, "name": self._name, "attrs": attrs})
+
+
+def compile_payload(entry: EntryConfig) -> PayloadTemplate:
+    """Compile the payload of ``entry``; raise ConfigError (with the payload's location) if it is unusable."""
+    return PayloadTemplate(entry)

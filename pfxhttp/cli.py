@@ -1,0 +1,236 @@
+"""Command line: ``pfxhttp [run]``, ``check``, ``query``, ``policy``, ``demo``.
+
+Exit codes (also in pfxhttp(8)):
+
+====  ==================================================================
+0     success (``query``: found)
+1     ``query``: not found; otherwise a runtime failure
+2     usage error
+71    a listener could not be bound (EX_OSERR)
+75    ``query``: TEMP, TIMEOUT or PERM reply (EX_TEMPFAIL)
+78    configuration error (EX_CONFIG)
+====  ==================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pfxhttp import __version__
+from pfxhttp.backend.runtime import Runtime
+from pfxhttp.config import find_config, load_config
+from pfxhttp.config.model import Config
+from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
+from pfxhttp.logsetup import configure_logging, get_logger
+from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
+from pfxhttp.protocol.socketmap import SocketmapRequest, SocketmapStatus
+from pfxhttp.server.app import Server
+from pfxhttp.server.listeners import BindError
+
+EXIT_OK = 0
+EXIT_NOTFOUND = 1
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_BIND = 71
+EXIT_TEMPFAIL = 75
+EXIT_CONFIG = 78
+
+
+def _print_config_errors(exc: ConfigError) -> None:
+    errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+    for error in errors:
+        print(f"pfxhttp: {error.render()}", file=sys.stderr)
+
+
+def _load(path_arg: str | None) -> tuple[Config, Runtime]:
+    """Find, parse and compile the configuration (no network, no binding)."""
+    config = load_config(find_config(path_arg))
+    return config, Runtime(config)
+
+
+def _log_startup(config: Config, log: Any) -> None:
+    log.info("pfxhttp starting", version=__version__, config=config.source)
+    if config.warnings:
+        log.warning("configuration keys not supported by this version were ignored", keys=list(config.warnings))
+
+
+async def serve_until_signal(runtime: Runtime, log: Any) -> None:
+    """Run the server; SIGTERM/SIGINT stop it gracefully. SIGHUP is logged (reload is not supported yet)."""
+    server = Server(runtime, log)
+    await server.bind()  # outside any nursery, so a BindError reaches the caller unwrapped
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.error("SIGHUP received: configuration reload is not supported yet; restart to apply")
+                        continue
+                    log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+                    server.request_stop()
+                    return
+
+            nursery.start_soon(watch)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config, runtime = _load(getattr(args, "config", None))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
+    configure_logging(config.server.logging)
+    log = get_logger()
+    _log_startup(config, log)
+    try:
+        trio.run(serve_until_signal, runtime, log)
+    except BindError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_BIND
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config, _runtime = _load(getattr(args, "config", None))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"pfxhttp: warning: {warning}", file=sys.stderr)
+    print(
+        f"{config.source}: OK: {len(config.server.listen)} listener(s), {len(config.socket_maps)} socket map(s), "
+        f"{len(config.policy_services)} policy service(s)"
+    )
+    return EXIT_OK
+
+
+async def _one_socketmap(runtime: Runtime, name: str, key: str) -> bytes:
+    try:
+        reply = await runtime.socketmap(SocketmapRequest(name, key), get_logger(command="query"))
+        return reply.status.value.encode() + b" " + reply.text.encode("utf-8", "surrogateescape")
+    finally:
+        await runtime.aclose()
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    try:
+        config, runtime = _load(getattr(args, "config", None))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
+    configure_logging(config.server.logging)
+    line = trio.run(_one_socketmap, runtime, args.name, args.key)
+    sys.stdout.buffer.write(line + b"\n")
+    status = line.split(b" ", 1)[0].decode()
+    if status == SocketmapStatus.OK.value:
+        return EXIT_OK
+    if status == SocketmapStatus.NOTFOUND.value:
+        return EXIT_NOTFOUND
+    return EXIT_TEMPFAIL
+
+
+async def _one_policy(runtime: Runtime, name: str, request: PolicyRequest) -> bytes:
+    try:
+        reply = await runtime.policy(name, request, get_logger(command="policy"))
+        return reply.encode()
+    finally:
+        await runtime.aclose()
+
+
+def _read_policy_request(data: bytes) -> PolicyRequest:
+    # Attributes typed by hand may lack the final empty line; accept end of input as the block's end.
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if not data.endswith(b"\n\n"):
+        data += b"\n"
+    decoder = PolicyDecoder()
+    decoder.feed(data)
+    request = decoder.next()
+    if request is None:
+        raise PolicyError("no attributes on standard input")
+    return request
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    try:
+        config, runtime = _load(getattr(args, "config", None))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
+    if args.name not in config.policy_services:
+        known = ", ".join(sorted(config.policy_services)) or "none"
+        print(f"pfxhttp: no policy service named {args.name!r} (configured: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        request = _read_policy_request(sys.stdin.buffer.read())
+    except PolicyError as exc:
+        print(f"pfxhttp: invalid policy attributes: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(config.server.logging)
+    sys.stdout.buffer.write(trio.run(_one_policy, runtime, args.name, request))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pfxhttp.demo.run import run_demo  # the demo pulls in h11 and the bundled data only when asked
+
+    try:
+        return run_demo(args.port)
+    except BindError as exc:
+        print(f"pfxhttp demo: {exc}; choose other ports with --port", file=sys.stderr)
+        return EXIT_BIND
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help="configuration file (default: search /usr/local/etc/pfxhttp/, /etc/pfxhttp/, "
+                             "$HOME/.pfxhttp/, ./ for pfxhttp.yml)")
+    parser = argparse.ArgumentParser(
+        prog="pfxhttp", parents=[common],
+        description="Answer Postfix socketmap and policy-delegation requests from HTTP/JSON APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"pfxhttp {__version__}")
+    parser.set_defaults(func=cmd_run)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the daemon (the default)").set_defaults(func=cmd_run)
+    sub.add_parser("check", parents=[common], help="validate the configuration and exit").set_defaults(
+        func=cmd_check)
+    query = sub.add_parser("query", parents=[common], help="answer one socketmap lookup and print the reply")
+    query.add_argument("name", help="socket map name (as in socketmap:...:NAME)")
+    query.add_argument("key", help="lookup key")
+    query.set_defaults(func=cmd_query)
+    policy = sub.add_parser("policy", parents=[common],
+                            help="answer one policy request read from standard input (name=value lines)")
+    policy.add_argument("name", help="policy service name")
+    policy.set_defaults(func=cmd_policy)
+    demo = sub.add_parser("demo", help="run the daemon with a bundled example config and HTTP backend")
+    demo.add_argument("--port", type=int, default=23450,
+                      help="socketmap port; the policy service listens on PORT+1 (default 23450)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except PfxhttpError as exc:
+        print(f"pfxhttp: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

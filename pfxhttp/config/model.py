@@ -1,0 +1,147 @@
+"""The typed, frozen configuration model that the YAML loader produces.
+
+Pure data: no I/O and nothing derived at run time. Field names follow the pfxhttp YAML keys so that the
+manual, the loader and the code speak one vocabulary. Each entry keeps the YAML location of its keys so that
+later compile steps (payload templates, JSONPath) can report errors as ``file:line:col`` with the key path.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pfxhttp.errors import Location
+
+DEFAULT_SOCKETMAP_MAX_REPLY_SIZE = 100_000
+DEFAULT_HTTP_TIMEOUT = 10.0
+
+
+class ListenKind(enum.Enum):
+    SOCKET_MAP = "socket_map"
+    POLICY_SERVICE = "policy_service"
+
+
+class ListenType(enum.Enum):
+    TCP = "tcp"
+    TCP6 = "tcp6"
+    UNIX = "unix"
+
+
+class LogLevel(enum.Enum):
+    NONE = "none"
+    ERROR = "error"
+    INFO = "info"
+    DEBUG = "debug"
+
+
+class EntryKind(enum.Enum):
+    """Which section an entry came from; decides payload defaults and reply mapping."""
+
+    SOCKET_MAP = "socket_maps"
+    POLICY_SERVICE = "policy_services"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    kind: ListenKind
+    name: str
+    type: ListenType
+    address: str  # tcp/tcp6: host or IP (IPv6 without brackets); unix: the socket path
+    port: int | None = None  # tcp/tcp6 only; 0 = any free port
+    mode: int | None = None  # unix sockets only; octal in YAML ("0660")
+    user: str | None = None  # unix sockets only: chown after bind
+    group: str | None = None
+    location: Location | None = None
+
+    def describe(self) -> str:
+        """Human form used in logs: ``unix:/run/x.sock`` or ``tcp:127.0.0.1:23450``."""
+        if self.type is ListenType.UNIX:
+            return f"unix:{self.address}"
+        return f"{self.type.value}:{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    json: bool = False
+    level: LogLevel = LogLevel.INFO
+    use_systemd: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HttpClientConfig:
+    """``server.http_client``. Defaults apply when a key is absent from the YAML file.
+
+    An explicit ``0`` for a pool size or for ``idle_connection_timeout`` is kept as 0 and means "no limit",
+    as in upstream pfxhttp (Go's http.Transport); the HTTP client layer must treat it so. ``timeout: 0``
+    means "not set" and loads as DEFAULT_HTTP_TIMEOUT (upstream's default is 60s; ours is shorter because a
+    lookup that slow holds an SMTP session and Postfix drops any socketmap connection after 100 s).
+    """
+
+    timeout: float = DEFAULT_HTTP_TIMEOUT  # one total deadline per backend request, seconds
+    max_connections_per_host: int = 100
+    max_idle_connections: int = 100
+    max_idle_connections_per_host: int = 100
+    idle_connection_timeout: float = 90.0  # seconds a pooled keep-alive connection may stay idle
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    enabled: bool = False
+    skip_verify: bool = False
+    root_ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: tuple[ListenConfig, ...] = ()
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    http_client: HttpClientConfig = field(default_factory=HttpClientConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    socketmap_max_reply_size: int = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never print the password, not even in a traceback
+        return f"BasicAuth(username={self.username!r}, password=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryConfig:
+    """One ``socket_maps.<name>`` or ``policy_services.<name>`` entry, with ``defaults`` merged in."""
+
+    name: str
+    kind: EntryKind
+    target: str
+    payload: str | None = None  # None: the kind's default payload (see backend.template)
+    custom_headers: tuple[tuple[str, str], ...] = ()
+    status_code: int = 200
+    value_field: str | None = None
+    error_field: str | None = None
+    no_error_value: str | None = None
+    http_auth_basic: BasicAuth | None = None
+    # Location of each key's value as written in the file (after defaults merging, the location of
+    # whichever of the entry or `defaults` supplied it). Key: field name; also "" for the entry itself.
+    locations: Mapping[str, Location] = field(default_factory=dict)
+
+    def location_of(self, key: str) -> Location | None:
+        return self.locations.get(key) or self.locations.get("")
+
+    def key_path(self, key: str) -> str:
+        return f"{self.kind.value}.{self.name}.{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    socket_maps: Mapping[str, EntryConfig] = field(default_factory=dict)
+    policy_services: Mapping[str, EntryConfig] = field(default_factory=dict)
+    source: str | None = None  # the file it was loaded from
+    # One line per key that upstream pfxhttp knows and this version does not implement yet.
+    warnings: tuple[str, ...] = ()

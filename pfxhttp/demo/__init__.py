@@ -1,0 +1,1 @@
+"""The embedded default for ``pfxhttp demo``: an example config and a small mail-directory HTTP API."""

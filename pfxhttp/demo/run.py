@@ -1,0 +1,96 @@
+"""``pfxhttp demo``: the daemon on a bundled config, in front of the bundled mail-directory backend.
+
+The backend listens on an ephemeral loopback port; the config's markers are filled in, written to a private
+temporary directory (so the printed ``pfxhttp --config ... query`` commands work while the demo runs), parsed
+and served exactly as ``pfxhttp run`` would. Ctrl-C (SIGINT) or SIGTERM stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pfxhttp.backend.runtime import Runtime
+from pfxhttp.cli import serve_until_signal
+from pfxhttp.config import load_config
+from pfxhttp.config.model import LoggingConfig
+from pfxhttp.demo.backend import DemoBackend
+from pfxhttp.demo.httpd import serve_http
+from pfxhttp.logsetup import configure_logging, get_logger
+from pfxhttp.server.listeners import BindError
+
+
+def demo_config_text(backend_url: str, socketmap_port: int, policy_port: int) -> str:
+    """The bundled demo config with its markers filled in."""
+    text = resources.files("pfxhttp.demo").joinpath("pfxhttp-demo.yml").read_text(encoding="utf-8")
+    return (
+        text.replace("__BACKEND__", backend_url)
+        .replace("__SOCKETMAP_PORT__", str(socketmap_port))
+        .replace("__POLICY_PORT__", str(policy_port))
+    )
+
+
+def instructions(config_path: Path, socketmap_port: int, policy_port: int) -> str:
+    spec = f"socketmap:inet:127.0.0.1:{socketmap_port}"
+    return f"""
+pfxhttp demo is running. Try, from another terminal:
+
+  postmap -q office@example.com {spec}:aliases        # OK: alice@example.com,bob@example.com
+  postmap -q nobody@example.com {spec}:aliases        # not found (exit 1)
+  postmap -q alice@example.com  {spec}:mailboxes      # example.com/alice/
+  postmap -q example.org        {spec}:domains        # example.org
+
+  printf 'request=smtpd_access_policy\\nprotocol_state=MAIL\\nsasl_username=alice@example.com\\nsender=office@example.com\\n\\n' \\
+    | pfxhttp --config {config_path} policy sender_login     # action=DUNNO
+  printf 'request=smtpd_access_policy\\nprotocol_state=MAIL\\nsasl_username=alice@example.com\\nsender=carol@example.org\\n\\n' \\
+    | pfxhttp --config {config_path} policy sender_login     # action=REJECT 5.7.1 ...
+
+  pfxhttp --config {config_path} query aliases office@example.com   # same pipeline, without postmap
+
+Postfix main.cf lines for this demo:
+
+  virtual_alias_maps = {spec}:aliases
+  virtual_mailbox_maps = {spec}:mailboxes
+  virtual_mailbox_domains = {spec}:domains
+  smtpd_sender_restrictions = check_policy_service inet:127.0.0.1:{policy_port}
+
+The policy service listens on 127.0.0.1:{policy_port}. Config in use: {config_path}
+Press Ctrl-C to stop.
+"""
+
+
+async def _demo(port: int, workdir: Path, log: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        backend_port = await nursery.start(serve_http, DemoBackend())
+        config_path = workdir / "pfxhttp.yml"
+        text = demo_config_text(f"http://127.0.0.1:{backend_port}", port, port + 1)
+        await trio.Path(config_path).write_text(text, encoding="utf-8")
+        config = await trio.to_thread.run_sync(load_config, config_path)
+        runtime = Runtime(config)
+        log.info("demo backend listening", address=f"127.0.0.1:{backend_port}")
+
+        async def announce() -> None:
+            await trio.sleep(0.05)  # after the "listening" log lines
+            print(instructions(config_path, port, port + 1), flush=True)
+
+        nursery.start_soon(announce)
+        await serve_until_signal(runtime, log)
+        nursery.cancel_scope.cancel()
+
+
+def run_demo(port: int) -> int:
+    configure_logging(LoggingConfig())
+    log = get_logger(mode="demo")
+    workdir = Path(tempfile.mkdtemp(prefix="pfxhttp-demo-"))
+    try:
+        trio.run(_demo, port, workdir, log)
+    except* BindError as group:
+        raise group.exceptions[0] from None  # the nursery wrapped it; the CLI reports it plainly
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0

@@ -1,0 +1,1 @@
+"""Server layer: listeners, per-connection loops, graceful start and stop."""

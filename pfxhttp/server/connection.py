@@ -1,0 +1,191 @@
+"""One task per Postfix connection: read frames, answer each in order, close cleanly.
+
+This module holds the ONE place per connection where unexpected errors are caught (``serve_connection``): an
+exception escaping a trio connection task would take down the whole server, so it is logged with its traceback
+and only that connection is closed.
+
+Idle handling: while a connection waits for its next request it is "idle". Idle connections time out after a
+limit longer than Postfix's own (socketmap: Postfix closes idle connections after 10 s; policy: after
+smtpd_policy_service_max_idle = 300 s), so it is Postfix that normally closes, at a request boundary. At shutdown
+idle connections are closed at once, while a connection busy with a backend request finishes it and then closes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from pfxhttp.backend.runtime import Runtime
+from pfxhttp.config.model import ListenConfig, ListenKind
+from pfxhttp.errors import ProtocolError
+from pfxhttp.protocol.netstring import NetstringDecoder
+from pfxhttp.protocol.policy import PolicyDecoder
+from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
+
+SOCKETMAP_IDLE_TIMEOUT = 60.0
+POLICY_IDLE_TIMEOUT = 330.0
+RECEIVE_SIZE = 65536
+
+
+class Connection:
+    """Per-connection state the server needs to see (for shutdown)."""
+
+    __slots__ = ("idle", "scope")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.idle = False
+
+
+class ConnectionRegistry:
+    """The server's view of its open connections; lets shutdown close the idle ones at once."""
+
+    def __init__(self) -> None:
+        self._connections: set[Connection] = set()
+        self.stopping = False
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def add(self, conn: Connection) -> None:
+        self._connections.add(conn)
+
+    def discard(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+
+    def stop(self) -> None:
+        """Close idle connections now; busy ones close after their current reply."""
+        self.stopping = True
+        for conn in self._connections:
+            if conn.idle:
+                conn.scope.cancel()
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "?"
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) or "unix"
+
+
+async def _receive(stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry, idle: float) -> bytes:
+    """Wait for bytes as an idle connection; b"" on EOF. Idle timeout or shutdown cancels via conn.scope."""
+    if registry.stopping:
+        conn.scope.cancel()
+    conn.idle = True
+    conn.scope.deadline = trio.current_time() + idle
+    try:
+        return await stream.receive_some(RECEIVE_SIZE)
+    finally:
+        conn.idle = False
+        conn.scope.deadline = float("inf")
+
+
+async def _socketmap_loop(
+    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
+) -> int:
+    decoder = NetstringDecoder()
+    runtime = ctx.runtime()
+    max_reply = runtime.max_reply_size
+    count = 0
+    while True:
+        data = await _receive(stream, conn, ctx.registry, SOCKETMAP_IDLE_TIMEOUT)
+        if not data:
+            decoder.eof()
+            return count
+        decoder.feed(data)
+        while (payload := decoder.next()) is not None:
+            count += 1
+            request = SocketmapRequest.parse(payload)
+            log.debug("socketmap request", request=count, name=request.name, key=request.key)
+            reply = await ctx.runtime().socketmap(request, log, count)
+            try:
+                wire = reply.encode(max_reply)
+            except Exception:  # noqa: BLE001 - mapping checks sizes first; this is the last guard
+                log.exception("reply could not be encoded", request=count)
+                wire = SocketmapReply.perm("invalid reply").encode(max_reply)
+            log.debug("socketmap reply", request=count, status=reply.status.value)
+            await stream.send_all(wire)
+        if ctx.registry.stopping:
+            return count
+
+
+async def _policy_loop(
+    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
+) -> int:
+    decoder = PolicyDecoder()
+    service = listener.name
+    count = 0
+    while True:
+        data = await _receive(stream, conn, ctx.registry, POLICY_IDLE_TIMEOUT)
+        if not data:
+            decoder.eof()  # a close inside a block is a protocol error; at a boundary it is normal
+            return count
+        decoder.feed(data)
+        while (request := decoder.next()) is not None:
+            count += 1
+            log.debug("policy request", request=count, service=service,
+                      protocol_state=request.get("protocol_state"), sender=request.get("sender"),
+                      recipient=request.get("recipient"))
+            reply = await ctx.runtime().policy(service, request, log, count)
+            log.debug("policy reply", request=count, action=reply.action)
+            await stream.send_all(reply.encode())
+        if ctx.registry.stopping:
+            return count
+
+
+class ServerContext:
+    """What connection tasks share: the current runtime and the connection registry."""
+
+    def __init__(self, runtime: Runtime, log: Any) -> None:
+        self._runtime = runtime
+        self.registry = ConnectionRegistry()
+        self.log = log
+        self._session_ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)
+
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    def session_id(self) -> str:
+        return f"{self._prefix}-{next(self._session_ids)}"
+
+
+_LOOPS: dict[ListenKind, Callable[..., Awaitable[int]]] = {
+    ListenKind.SOCKET_MAP: _socketmap_loop,
+    ListenKind.POLICY_SERVICE: _policy_loop,
+}
+
+
+async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig) -> None:
+    """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all."""
+    conn = Connection()
+    ctx.registry.add(conn)
+    log = ctx.log.bind(session=ctx.session_id(), listener=listener.name or listener.describe())
+    log.debug("connection opened", peer=_peer(stream))
+    requests = 0
+    try:
+        with conn.scope:
+            requests = await _LOOPS[listener.kind](stream, conn, ctx, listener, log)
+        if conn.scope.cancelled_caught:
+            log.debug("connection idle timeout or shutdown")
+    except ProtocolError as exc:
+        log.error("malformed request, closing connection", error=str(exc))
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.debug("connection lost", error=str(exc) or type(exc).__name__)
+    except Exception:  # noqa: BLE001 - the one place per connection: log, close this connection, keep serving
+        log.exception("unexpected error, closing connection")
+    finally:
+        ctx.registry.discard(conn)
+        await trio.aclose_forcefully(stream)
+        log.debug("connection closed", requests=requests)

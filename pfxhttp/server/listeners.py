@@ -1,0 +1,145 @@
+"""Bind the configured listeners: tcp (IPv4 and/or IPv6 as the address says), tcp6 (IPv6 only) and unix.
+
+trio has no unix listener helper, so a bound ``trio.socket`` is wrapped in ``trio.SocketListener``. A stale unix
+socket file left by a crashed daemon is replaced, but only if it IS a socket: a regular file or directory at that
+path is someone else's and is never deleted. mode/user/group are applied right after bind, before listen(), so
+no client can connect through looser permissions. user/group lookups are blocking (NSS) and run in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import socket as stdlib_socket
+import stat
+from dataclasses import dataclass
+
+import trio
+
+from pfxhttp.config.model import ListenConfig, ListenType
+from pfxhttp.errors import PfxhttpError
+
+# Far above what Postfix opens (its default_process_limit is 100 smtpd per service), still bounded.
+BACKLOG = 4096
+
+
+class BindError(PfxhttpError):
+    """A listener could not be bound (address in use, permission, bad path)."""
+
+
+@dataclass(slots=True)
+class BoundListener:
+    config: ListenConfig
+    listeners: list[trio.SocketListener]
+    addresses: list[str]  # "127.0.0.1:23450", "[::1]:23450", "/run/pfxhttp/map.sock"
+
+
+def _strip_brackets(address: str) -> str:
+    if address.startswith("[") and address.endswith("]"):
+        return address[1:-1]
+    return address
+
+
+def _format(sockaddr: object, family: int) -> str:
+    if family == stdlib_socket.AF_INET6:
+        host, port = sockaddr[:2]  # type: ignore[index]
+        return f"[{host}]:{port}"
+    if family == stdlib_socket.AF_INET:
+        host, port = sockaddr  # type: ignore[misc]
+        return f"{host}:{port}"
+    return str(sockaddr)
+
+
+async def _bind_tcp(config: ListenConfig) -> list[trio.SocketListener]:
+    host: str | None = _strip_brackets(config.address) or None
+    if host in ("*",):
+        host = None
+    port = config.port or 0
+    if config.type is ListenType.TCP6:
+        infos = await trio.socket.getaddrinfo(
+            host, port, family=stdlib_socket.AF_INET6, type=stdlib_socket.SOCK_STREAM,
+            flags=stdlib_socket.AI_PASSIVE,
+        )
+        listeners: list[trio.SocketListener] = []
+        for family, type_, proto, _, sockaddr in infos[:1]:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+                sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+        return listeners
+    return await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
+
+
+def _unlink_stale(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise BindError(f"{path} exists and is not a socket; refusing to replace it")
+    os.unlink(path)
+
+
+def _ids(user: str | None, group: str | None) -> tuple[int, int]:
+    uid = gid = -1
+    if user:
+        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid
+
+
+async def _bind_unix(config: ListenConfig) -> list[trio.SocketListener]:
+    path = config.address
+    await trio.to_thread.run_sync(_unlink_stale, path)
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        if config.mode is not None:
+            os.chmod(path, config.mode)
+        if config.user or config.group:
+            try:
+                uid, gid = await trio.to_thread.run_sync(_ids, config.user, config.group)
+            except KeyError as exc:
+                raise BindError(f"unknown user or group for {path}: {exc}") from exc
+            os.chown(path, uid, gid)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return [trio.SocketListener(sock)]
+
+
+async def bind(config: ListenConfig) -> BoundListener:
+    """Bind one configured listener; raise BindError with a readable message on failure."""
+    try:
+        if config.type is ListenType.UNIX:
+            listeners = await _bind_unix(config)
+        else:
+            listeners = await _bind_tcp(config)
+    except BindError:
+        raise
+    except OSError as exc:
+        hint = " (address already in use)" if exc.errno == errno.EADDRINUSE else ""
+        raise BindError(f"cannot listen on {config.describe()}: {exc.strerror or exc}{hint}") from exc
+    addresses = [_format(lst.socket.getsockname(), lst.socket.family) for lst in listeners]
+    return BoundListener(config, listeners, addresses)
+
+
+def remove_unix_socket(bound: BoundListener) -> None:
+    """Remove our unix socket file at shutdown (only if it is still a socket)."""
+    if bound.config.type is not ListenType.UNIX:
+        return
+    try:
+        if stat.S_ISSOCK(os.lstat(bound.config.address).st_mode):
+            os.unlink(bound.config.address)
+    except OSError:
+        pass
