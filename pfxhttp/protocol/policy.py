@@ -1,0 +1,270 @@
+"""Postfix SMTPD policy delegation (SMTPD_POLICY_README), sans-IO.
+
+A request is a block of ``name=value`` lines ended by an empty line; the reply is ``action=ACTION`` followed
+by an empty line. Postfix keeps the connection open and sends many requests over it, so
+:class:`PolicyDecoder` is incremental (:meth:`~PolicyDecoder.feed` / :meth:`~PolicyDecoder.next` /
+:meth:`~PolicyDecoder.eof`) and bounds the memory one connection can make us hold. Malformed input raises
+:class:`~pfxhttp.errors.PolicyError` (the connection must be closed; the decoder stays failed), and
+:meth:`PolicyReply.encode` refuses every action Postfix would misread with
+:class:`~pfxhttp.errors.ReplyError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NoReturn
+
+from pfxhttp.errors import PolicyError, ReplyError
+
+# Postfix reads attribute values with its line_length_limit (2048 bytes by default): a longer action would
+# be cut or refused on its side, so we refuse it here.
+MAX_ACTION_LENGTH = 2048
+
+# Attribute text is decoded losslessly: a non-UTF-8 byte (a raw 8-bit HELO name, say) becomes a lone
+# surrogate that encodes back to the same byte; the backend layer decides what to do with it.
+_ENCODING = "utf-8"
+_LOSSLESS = "surrogateescape"
+
+# Consumed bytes are dropped from the buffer front only when numerous and at least half of it: amortised O(n).
+_COMPACT_THRESHOLD = 4096
+
+_LF = 0x0A
+_CR = 0x0D
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimits:
+    """Per-connection caps of the policy decoder; each is far above what Postfix sends, yet bounded."""
+
+    # Postfix caps what smtpd accepts per SMTP line at line_length_limit (2048 by default) and certificate
+    # fields at a few hundred bytes, so no real attribute line comes near 16 KiB; a longer line is refused
+    # while it is still arriving.
+    max_line_length: int = 16384
+    # Postfix 3.12 sends about 35 distinct attributes; 256 leaves room for future versions and repeats.
+    max_attributes: int = 256
+    # A real block is a few KiB; 128 KiB bounds what one connection can make us buffer for one request.
+    max_block_size: int = 131072
+
+    def __post_init__(self) -> None:
+        if self.max_line_length < 1 or self.max_attributes < 1 or self.max_block_size < 1:
+            raise ValueError("policy limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """One policy request: the attributes in wire order, repeated names kept."""
+
+    attributes: tuple[tuple[str, str], ...]
+
+    def get(self, name: str) -> str | None:
+        """The value of the LAST attribute called ``name``, or ``None`` if absent."""
+        for key, value in reversed(self.attributes):
+            if key == name:
+                return value
+        return None
+
+    def as_dict(self) -> dict[str, str]:
+        """The attributes as a dict; for a repeated name the last occurrence wins."""
+        return dict(self.attributes)
+
+    def encode(self) -> bytes:
+        """The request as Postfix sends it: ``name=value`` lines and an empty line (tests and the CLI).
+
+        Raises :class:`PolicyError` for an attribute that cannot travel intact: an empty name, a name with
+        ``=``, NUL or LF, a value with NUL or LF, a value ending in CR (the decoder strips one CR before
+        LF for telnet users), or a lone surrogate that did not come from decoding.
+        """
+        if not self.attributes:
+            raise PolicyError("a policy request needs at least one attribute")
+        lines: list[bytes] = []
+        for name, value in self.attributes:
+            if not name or "=" in name or "\x00" in name or "\n" in name:
+                raise PolicyError(f"policy attribute name {name[:40]!r} cannot be sent")
+            if "\x00" in value or "\n" in value or value.endswith("\r"):
+                raise PolicyError(f"value of policy attribute {name[:40]!r} cannot be sent")
+            try:
+                # surrogateescape gives back the original bytes of a decoded request; other lone
+                # surrogates have no byte form at all.
+                line = b"%s=%s\n" % (name.encode(_ENCODING, _LOSSLESS), value.encode(_ENCODING, _LOSSLESS))
+            except UnicodeEncodeError:
+                raise PolicyError(f"policy attribute {name[:40]!r} is not encodable") from None
+            lines.append(line)
+        lines.append(b"\n")
+        return b"".join(lines)
+
+
+class PolicyDecoder:
+    """Incremental decoder of policy attribute blocks, with caps on line, count and block size.
+
+    Line length counts the bytes before the LF (a trailing CR included); block size counts every byte of
+    the block, the final empty line included.
+    """
+
+    __slots__ = ("_attrs", "_block_size", "_buf", "_error", "_limits", "_offset", "_scan")
+
+    def __init__(self, limits: PolicyLimits | None = None) -> None:
+        self._limits = limits if limits is not None else PolicyLimits()
+        self._buf = bytearray()
+        self._offset = 0  # start of the first unconsumed line in _buf
+        self._scan = 0  # where the search for the next LF resumes: bytes before it hold none
+        self._attrs: list[tuple[str, str]] = []  # attributes of the block being read
+        self._block_size = 0  # bytes of the block being read, in complete lines
+        self._error: str | None = None  # set once a block was refused: the stream is dead
+
+    @property
+    def limits(self) -> PolicyLimits:
+        return self._limits
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when nothing of a next block is buffered (no partial line, no attribute of an open block).
+
+        False once the decoder has failed.
+        """
+        return self._error is None and not self._attrs and self._offset == len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes; call :meth:`next` until it returns ``None`` afterwards."""
+        if self._error is not None:
+            return  # the stream is dead: do not let a hostile peer keep filling our memory
+        self._buf += data
+
+    def next(self) -> PolicyRequest | None:
+        """Return the next complete request, or ``None`` if more data is needed.
+
+        Raises :class:`PolicyError` on a malformed or oversized block; every later call raises it again.
+        """
+        if self._error is not None:
+            raise PolicyError(self._error)
+        limits = self._limits
+        buf = self._buf
+        while True:
+            offset = self._offset
+            newline = buf.find(b"\n", self._scan)
+            if newline < 0:
+                pending = len(buf) - offset
+                self._scan = len(buf)
+                # Refuse an over-long line while it is still arriving, so a newline-less flood cannot
+                # make the buffer grow beyond the caps.
+                if pending > limits.max_line_length:
+                    self._fail(f"policy attribute line longer than {limits.max_line_length} bytes")
+                if self._block_size + pending > limits.max_block_size:
+                    self._fail(f"policy request larger than {limits.max_block_size} bytes")
+                return None
+            if newline - offset > limits.max_line_length:
+                self._fail(f"policy attribute line longer than {limits.max_line_length} bytes")
+            self._block_size += newline - offset + 1
+            if self._block_size > limits.max_block_size:
+                self._fail(f"policy request larger than {limits.max_block_size} bytes")
+            end = newline
+            if end > offset and buf[end - 1] == _CR:
+                end -= 1  # one CR before LF is tolerated, for people testing with telnet
+            self._offset = self._scan = newline + 1
+            if end == offset:
+                # SMTPD_POLICY_README: an empty line ends the request.
+                return self._finish_block()
+            self._parse_attribute(offset, end)
+
+    def eof(self) -> None:
+        """The peer closed its side: raise :class:`PolicyError` if a request was left incomplete.
+
+        Call it after :meth:`next` has returned ``None``; a close at a request boundary is normal and must
+        not lead to any backend call.
+        """
+        if self._error is not None:
+            raise PolicyError(self._error)
+        if not self.at_boundary:
+            self._fail("connection closed in the middle of a policy request")
+
+    def _parse_attribute(self, start: int, end: int) -> None:
+        buf = self._buf
+        # Postfix never sends NUL (its attribute values are C strings); one can only come from a hostile peer.
+        if buf.find(b"\x00", start, end) >= 0:
+            self._fail("NUL byte in a policy attribute")
+        # Split at the FIRST '=': names never contain '=', values may (SMTPD_POLICY_README).
+        equals = buf.find(b"=", start, end)
+        if equals < 0:
+            self._fail("policy attribute line without '='")
+        if equals == start:
+            self._fail("policy attribute with an empty name")
+        if len(self._attrs) >= self._limits.max_attributes:
+            self._fail(f"policy request with more than {self._limits.max_attributes} attributes")
+        name = buf[start:equals].decode(_ENCODING, _LOSSLESS)
+        value = buf[equals + 1 : end].decode(_ENCODING, _LOSSLESS)
+        self._attrs.append((name, value))
+
+    def _finish_block(self) -> PolicyRequest:
+        if not self._attrs:
+            # A bare empty line is no request; answering it would invent one Postfix never sent.
+            self._fail("empty policy request")
+        request = PolicyRequest(tuple(self._attrs))
+        self._attrs = []
+        self._block_size = 0
+        self._compact()
+        return request
+
+    def _compact(self) -> None:
+        offset = self._offset
+        if offset == len(self._buf):
+            self._buf.clear()
+            self._offset = self._scan = 0
+        elif offset >= _COMPACT_THRESHOLD and offset * 2 >= len(self._buf):
+            del self._buf[:offset]
+            self._scan -= offset
+            self._offset = 0
+
+    def _fail(self, message: str) -> NoReturn:
+        self._error = message
+        self._buf = bytearray()  # free the memory at once; nothing in it can be used any more
+        self._offset = self._scan = 0
+        self._attrs = []
+        self._block_size = 0
+        raise PolicyError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReply:
+    """A policy reply: one access(5) action such as ``DUNNO``, ``REJECT text`` or ``DEFER text``."""
+
+    action: str
+
+    def encode(self) -> bytes:
+        """``action=ACTION`` and the empty line; raises :class:`ReplyError` for an action never to send."""
+        action = self.action
+        if not action.strip():
+            # Postfix treats an empty action as OK, i.e. it would PERMIT the mail.
+            raise ReplyError("empty policy action")
+        if "\r" in action or "\n" in action or "\x00" in action:
+            # CR/LF would inject protocol lines (an extra byte makes Postfix drop the connection), and NUL
+            # would cut the C string on the Postfix side.
+            raise ReplyError("policy action contains CR, LF or NUL")
+        try:
+            data = action.encode(_ENCODING)
+        except UnicodeEncodeError:
+            raise ReplyError("policy action is not valid UTF-8") from None
+        if len(data) > MAX_ACTION_LENGTH:
+            raise ReplyError(f"policy action longer than {MAX_ACTION_LENGTH} bytes")
+        return b"action=%s\n\n" % data
+
+    @classmethod
+    def parse(cls, data: bytes) -> PolicyReply:
+        """Parse a whole reply (tests and the CLI); see :func:`parse_reply`."""
+        return parse_reply(data)
+
+
+def parse_reply(data: bytes) -> PolicyReply:
+    """Parse exactly one reply block holding an ``action`` attribute; raises :class:`PolicyError`.
+
+    Bytes after the block are an error, as they are for Postfix (it drops the connection).
+    """
+    decoder = PolicyDecoder()
+    decoder.feed(data)
+    block = decoder.next()
+    if block is None:
+        raise PolicyError("incomplete policy reply")
+    if not decoder.at_boundary:
+        raise PolicyError("bytes after the policy reply")
+    action = block.get("action")
+    if action is None:
+        raise PolicyError("policy reply without an action attribute")
+    return PolicyReply(action)

@@ -1,0 +1,487 @@
+"""Policy delegation blocks (SMTPD_POLICY_README): every sample fed whole, byte by byte, with trailing bytes
+and in random splits; every cap and malformation refused; replies that Postfix would misread never encoded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pfxhttp.errors import PolicyError, ProtocolError, ReplyError
+from pfxhttp.protocol.policy import (
+    MAX_ACTION_LENGTH,
+    PolicyDecoder,
+    PolicyLimits,
+    PolicyReply,
+    PolicyRequest,
+    parse_reply,
+)
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+# Any character, with the troublesome ones (NUL, CR, LF, C1 control, lone surrogates) drawn often.
+HOSTILE_CHARS = st.one_of(st.characters(), st.sampled_from(["\x00", "\r", "\n", "\x85", "\ud800", "\udce9"]))
+
+Factory = Callable[[], PolicyDecoder]
+
+# The example request of SMTPD_POLICY_README (abridged to the attributes Postfix 3.x sends).
+POSTFIX_BLOCK = (
+    b"request=smtpd_access_policy\n"
+    b"protocol_state=RCPT\n"
+    b"protocol_name=ESMTP\n"
+    b"client_address=192.0.2.1\n"
+    b"client_name=mail.example.com\n"
+    b"client_port=51234\n"
+    b"reverse_client_name=mail.example.com\n"
+    b"server_address=2001:db8::25\n"
+    b"server_port=25\n"
+    b"helo_name=mail.example.com\n"
+    b"sender=foo@example.com\n"
+    b"recipient=bar@example.org\n"
+    b"recipient_count=0\n"
+    b"queue_id=\n"
+    b"instance=123.456.7\n"
+    b"size=12345\n"
+    b"etrn_domain=\n"
+    b"stress=\n"
+    b"sasl_method=plain\n"
+    b"sasl_username=you\n"
+    b"sasl_sender=\n"
+    b"ccert_subject=solaris9.porcupine.org\n"
+    b"encryption_protocol=TLSv1.3\n"
+    b"encryption_cipher=TLS_AES_256_GCM_SHA384\n"
+    b"encryption_keysize=256\n"
+    b"policy_context=submission\n"
+    b"compatibility_level=3.6\n"
+    b"mail_version=3.7.11\n"
+    b"\n"
+)
+
+
+def splittings(data: bytes, seeds: int = 4) -> Iterator[list[bytes]]:
+    """Whole, one byte at a time, then a few deterministic random splits."""
+    yield [data]
+    yield [data[i : i + 1] for i in range(len(data))]
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 8)))) if data else []
+        yield [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
+
+
+def feed_all(decoder: PolicyDecoder, chunks: list[bytes]) -> list[PolicyRequest]:
+    """Feed chunk by chunk, draining after each one as the server loop does."""
+    out: list[PolicyRequest] = []
+    for chunk in chunks:
+        decoder.feed(chunk)
+        while (request := decoder.next()) is not None:
+            out.append(request)
+    return out
+
+
+def attrs(*pairs: tuple[str, str]) -> PolicyRequest:
+    return PolicyRequest(tuple(pairs))
+
+
+def assert_decodes(data: bytes, expected: list[PolicyRequest], factory: Factory = PolicyDecoder) -> None:
+    """``data`` yields exactly ``expected`` however it is cut, and what follows stays buffered."""
+    for chunks in splittings(data):
+        decoder = factory()
+        assert feed_all(decoder, chunks) == expected
+        assert decoder.at_boundary
+        decoder.eof()  # a close at a request boundary is normal
+    # The next request stays buffered and comes out next.
+    for chunks in splittings(data + b"n=1\n\n", seeds=2):
+        decoder = factory()
+        assert feed_all(decoder, chunks) == [*expected, attrs(("n", "1"))]
+        assert decoder.at_boundary
+    # A partial next request (complete lines, no empty line yet) is not a boundary; closing there is an error.
+    for tail in (b"n=1\n", b"n=", b"\r"):
+        for chunks in splittings(data + tail, seeds=2):
+            decoder = factory()
+            assert feed_all(decoder, chunks) == expected
+            assert not decoder.at_boundary
+            with pytest.raises(PolicyError):
+                decoder.eof()
+    # Garbage after the requests: the good ones come out first, then the garbage raises.
+    decoder = factory()
+    decoder.feed(data + b"garbage\n")
+    for request in expected:
+        assert decoder.next() == request
+    with pytest.raises(PolicyError):
+        decoder.next()
+
+
+def assert_rejected(data: bytes, factory: Factory = PolicyDecoder, *, needs_eof: bool = False) -> None:
+    """``data`` raises PolicyError however it is cut (at eof only if ``needs_eof``), and for good."""
+    for chunks in splittings(data):
+        decoder = factory()
+        if needs_eof:
+            feed_all(decoder, chunks)
+            with pytest.raises(PolicyError):
+                decoder.eof()
+        else:
+            with pytest.raises(PolicyError):
+                feed_all(decoder, chunks)
+        decoder.feed(b"a=b\n\n")  # a dead stream stays dead
+        with pytest.raises(PolicyError):
+            decoder.next()
+        with pytest.raises(PolicyError):
+            decoder.eof()
+        assert not decoder.at_boundary
+
+
+# --- requests -------------------------------------------------------------------------------------------
+
+
+def test_postfix_example_block() -> None:
+    decoder = PolicyDecoder()
+    decoder.feed(POSTFIX_BLOCK)
+    request = decoder.next()
+    assert request is not None
+    assert request.get("request") == "smtpd_access_policy"
+    assert request.get("server_address") == "2001:db8::25"
+    assert request.get("queue_id") == ""
+    assert request.get("missing") is None
+    assert len(request.attributes) == 28
+    assert request.encode() == POSTFIX_BLOCK
+
+
+VALID = [
+    (POSTFIX_BLOCK, None),
+    (b"a=b\n\n", [attrs(("a", "b"))]),
+    (b"a=\n\n", [attrs(("a", ""))]),  # empty value
+    (b"a=b=c==\n\n", [attrs(("a", "b=c=="))]),  # split at the FIRST '='
+    (b"a=1\nb=2\na=3\n\n", [attrs(("a", "1"), ("b", "2"), ("a", "3"))]),  # repeats kept in order
+    (b"a=b\r\n\r\n", [attrs(("a", "b"))]),  # telnet line ends
+    (b"a=b\r\r\n\n", [attrs(("a", "b\r"))]),  # only ONE CR is stripped
+    (b"a=b\rc\n\n", [attrs(("a", "b\rc"))]),  # a CR inside is data
+    (b"a= spaced value \n\n", [attrs(("a", " spaced value "))]),
+    (b" a=b\n\n", [attrs((" a", "b"))]),  # names are not trimmed either
+    ("sender=jürgen@bücher.example\n\n".encode(), [attrs(("sender", "jürgen@bücher.example"))]),
+    (b"helo_name=caf\xe9\n\n", [attrs(("helo_name", "caf\udce9"))]),  # non-UTF-8 kept losslessly
+    (b"a=1\n\nb=2\n\n", [attrs(("a", "1")), attrs(("b", "2"))]),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), VALID)
+def test_valid_samples(data: bytes, expected: list[PolicyRequest] | None) -> None:
+    if expected is None:
+        decoder = PolicyDecoder()
+        decoder.feed(data)
+        first = decoder.next()
+        assert first is not None
+        expected = [first]
+    assert_decodes(data, expected)
+
+
+def test_get_and_as_dict_take_the_last_occurrence() -> None:
+    request = attrs(("a", "1"), ("b", "2"), ("a", "3"))
+    assert request.get("a") == "3"
+    assert request.as_dict() == {"a": "3", "b": "2"}
+
+
+def test_many_requests_on_one_connection() -> None:
+    block = POSTFIX_BLOCK
+    decoder = PolicyDecoder()
+    count = 0
+    peak = 0
+    stream = block * 300
+    for start in range(0, len(stream), 333):  # cuts that rarely fall on a boundary
+        decoder.feed(stream[start : start + 333])
+        while decoder.next() is not None:
+            count += 1
+        peak = max(peak, len(decoder._buf))  # white-box: the physical buffer, consumed bytes included
+    assert count == 300
+    assert peak <= 2 * 4096 + 333
+    assert decoder.at_boundary
+
+
+def test_default_limits() -> None:
+    limits = PolicyLimits()
+    assert (limits.max_line_length, limits.max_attributes, limits.max_block_size) == (16384, 256, 131072)
+    assert PolicyDecoder().limits == limits
+
+
+@pytest.mark.parametrize("field", ["max_line_length", "max_attributes", "max_block_size"])
+def test_limits_must_be_positive(field: str) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        PolicyLimits(**{field: 0})
+
+
+# --- rejected requests ----------------------------------------------------------------------------------
+
+REJECTED = [
+    b"no equals sign\n",
+    b"a=b\nno equals sign\n\n",
+    b"=value\n\n",  # empty name
+    b"=\n\n",
+    b"\n",  # empty block
+    b"\r\n",
+    b"a=b\n\n\n",  # a stray empty line after a request is an empty block
+    b"a\x00b=c\n\n",
+    b"a=b\x00c\n\n",
+    b"a=b\x00\n",  # NUL refused as soon as the line is complete
+]
+
+
+@pytest.mark.parametrize("data", REJECTED)
+def test_rejected_samples(data: bytes) -> None:
+    assert_rejected(data)
+
+
+@pytest.mark.parametrize("data", [b"a=b", b"a=b\n", b"a=b\r", b"a=b\nc=d\n", b"a", b"\r"])
+def test_eof_mid_request_is_rejected(data: bytes) -> None:
+    assert_rejected(data, needs_eof=True)
+
+
+def test_policy_error_is_a_protocol_error() -> None:
+    assert issubclass(PolicyError, ProtocolError)
+
+
+def small(**kwargs: int) -> Factory:
+    return lambda: PolicyDecoder(PolicyLimits(**kwargs))
+
+
+def test_line_length_cap() -> None:
+    factory = small(max_line_length=16)
+    line = b"a=" + b"x" * 14  # 16 bytes before LF: at the cap
+    assert_decodes(line + b"\n\n", [attrs(("a", "x" * 14))], factory)
+    assert_rejected(line + b"x\n\n", factory)
+    assert_rejected(b"a=" + b"x" * 13 + b"\r\r\n\n", factory)  # a CR counts as a byte of the line
+
+
+def test_line_over_cap_refused_before_the_newline_arrives() -> None:
+    decoder = PolicyDecoder(PolicyLimits(max_line_length=16))
+    decoder.feed(b"a=" + b"x" * 14)
+    assert decoder.next() is None  # 16 bytes pending: could still be a legal line
+    decoder.feed(b"x")
+    with pytest.raises(PolicyError, match="line longer"):
+        decoder.next()
+
+
+def test_newline_less_flood_with_default_limits() -> None:
+    decoder = PolicyDecoder()
+    chunk = b"x" * 4096
+    with pytest.raises(PolicyError, match="line longer"):
+        for _ in range(5):  # 20 KiB without a newline, bounded loop
+            decoder.feed(chunk)
+            assert decoder.next() is None
+    assert len(decoder._buf) == 0  # white-box: the memory is released at once
+
+
+def test_attribute_count_cap() -> None:
+    factory = small(max_attributes=3)
+    assert_decodes(b"a=1\nb=2\nc=3\n\n", [attrs(("a", "1"), ("b", "2"), ("c", "3"))], factory)
+    assert_rejected(b"a=1\nb=2\nc=3\nd=4\n\n", factory)
+    assert_rejected(b"a=1\na=1\na=1\na=1\n", factory)  # refused at the 4th line, before the empty line
+
+
+def test_block_size_cap() -> None:
+    factory = small(max_block_size=12)
+    assert_decodes(b"a=12\nb=123\n\n", [attrs(("a", "12"), ("b", "123"))], factory)  # 12 bytes exactly
+    assert_rejected(b"a=12\nb=1234\n\n", factory)  # 13 bytes, refused at the empty line
+    assert_rejected(b"a=123\nb=1234\n\n", factory)  # refused when "b=1234\n" completes
+
+
+def test_block_size_cap_counts_the_incomplete_line() -> None:
+    decoder = PolicyDecoder(PolicyLimits(max_block_size=12))
+    decoder.feed(b"a=12345\n")  # 8 bytes consumed into the block
+    assert decoder.next() is None
+    decoder.feed(b"b=1")  # 8 + 3 = 11 bytes: could still end in time
+    assert decoder.next() is None
+    decoder.feed(b"23")  # 8 + 5 = 13 > 12 before any newline
+    with pytest.raises(PolicyError, match="larger than"):
+        decoder.next()
+
+
+def test_caps_reset_between_requests() -> None:
+    factory = small(max_attributes=2, max_block_size=10)
+    block = b"a=1\nb=2\n\n"  # 2 attributes, 9 bytes
+    assert_decodes(block * 5, [attrs(("a", "1"), ("b", "2"))] * 5, factory)
+
+
+# --- request encoding -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        (),
+        (("", "v"),),
+        (("a=b", "v"),),
+        (("a\nb", "v"),),
+        (("a\x00", "v"),),
+        (("a", "v\n"),),
+        (("a", "v\x00"),),
+        (("a", "v\r"),),  # the decoder would strip it
+        (("a", "\ud800"),),  # a lone surrogate that no bytes decode to
+        (("\udfff", "v"),),
+    ],
+)
+def test_request_encode_refuses_what_cannot_travel(pairs: tuple[tuple[str, str], ...]) -> None:
+    with pytest.raises(PolicyError):
+        PolicyRequest(pairs).encode()
+
+
+def test_request_encode() -> None:
+    assert attrs(("a", "1"), ("b", "x=y")).encode() == b"a=1\nb=x=y\n\n"
+
+
+NAME_CHARS = st.characters(exclude_characters="=\x00\n", codec="utf-8")
+VALUE_CHARS = st.characters(exclude_characters="\x00\n", codec="utf-8")
+ATTRIBUTE = st.tuples(
+    st.text(NAME_CHARS, min_size=1, max_size=20),
+    st.text(VALUE_CHARS, max_size=60).filter(lambda v: not v.endswith("\r")),
+)
+REQUEST = st.lists(ATTRIBUTE, min_size=1, max_size=12).map(lambda pairs: PolicyRequest(tuple(pairs)))
+
+
+@SETTINGS
+@given(requests=st.lists(REQUEST, min_size=1, max_size=4), data=st.data())
+def test_request_round_trip_in_arbitrary_splits(requests: list[PolicyRequest], data: st.DataObject) -> None:
+    stream = b"".join(r.encode() for r in requests)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    decoder = PolicyDecoder()
+    chunks = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
+    assert feed_all(decoder, chunks) == requests
+    assert decoder.at_boundary
+    decoder.eof()
+
+
+@SETTINGS
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.binary(min_size=1, max_size=20).filter(lambda b: not set(b) & set(b"=\x00\n")),
+            st.binary(max_size=40).filter(lambda b: not set(b) & set(b"\x00\n") and not b.endswith(b"\r")),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_raw_bytes_round_trip_losslessly(lines: list[tuple[bytes, bytes]]) -> None:
+    block = b"".join(name + b"=" + value + b"\n" for name, value in lines) + b"\n"
+    decoder = PolicyDecoder()
+    decoder.feed(block)
+    request = decoder.next()
+    assert request is not None
+    assert request.encode() == block
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300))
+def test_arbitrary_bytes_only_ever_raise_policy_error(data: bytes) -> None:
+    decoder = PolicyDecoder(PolicyLimits(max_line_length=32, max_attributes=4, max_block_size=64))
+    try:
+        feed_all(decoder, [data[i : i + 1] for i in range(len(data))])
+        decoder.eof()
+    except PolicyError:
+        assert not decoder.at_boundary
+
+
+# --- replies --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "wire"),
+    [
+        ("DUNNO", b"action=DUNNO\n\n"),
+        ("REJECT 5.7.1 Access denied", b"action=REJECT 5.7.1 Access denied\n\n"),
+        ("DEFER_IF_PERMIT Service temporarily unavailable", None),
+        ("PREPEND X-Checked: yes", None),
+        ("450 4.7.1 Zurückgestellt", None),
+        ("x" * MAX_ACTION_LENGTH, None),
+        ("é" * (MAX_ACTION_LENGTH // 2), None),  # 2048 bytes exactly
+    ],
+)
+def test_reply_encode(action: str, wire: bytes | None) -> None:
+    encoded = PolicyReply(action).encode()
+    assert encoded == (wire if wire is not None else b"action=" + action.encode() + b"\n\n")
+    assert parse_reply(encoded) == PolicyReply(action)
+    assert PolicyReply.parse(encoded) == PolicyReply(action)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "",  # Postfix reads an empty action as OK: it would permit the mail
+        " ",
+        "\t",
+        "  \t ",
+        "DUNNO\r",
+        "REJECT a\nb",
+        "DUNNO\n",
+        "REJECT \r\naction=OK",  # injection attempt
+        "DUNNO\x00",
+        "REJECT caf\udce9",  # not encodable as UTF-8
+        "x" * (MAX_ACTION_LENGTH + 1),
+        "é" * (MAX_ACTION_LENGTH // 2) + "x",  # 2049 bytes
+    ],
+)
+def test_unsendable_reply(action: str) -> None:
+    with pytest.raises(ReplyError):
+        PolicyReply(action).encode()
+
+
+def test_max_action_length() -> None:
+    assert MAX_ACTION_LENGTH == 2048
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"action=DUNNO\n",  # incomplete
+        b"action=DUNNO\n\nx",  # trailing bytes
+        b"action=DUNNO\n\naction=OK\n\n",  # two replies
+        b"result=DUNNO\n\n",  # no action
+        b"\n",
+        b"action\n\n",
+    ],
+)
+def test_parse_reply_rejected(data: bytes) -> None:
+    with pytest.raises(PolicyError):
+        parse_reply(data)
+
+
+def test_parse_reply_takes_the_action_attribute() -> None:
+    assert parse_reply(b"action=OK\r\n\r\n") == PolicyReply("OK")
+    assert parse_reply(b"other=1\naction=HOLD\n\n") == PolicyReply("HOLD")
+
+
+@SETTINGS
+@given(
+    action=st.text(
+        st.characters(exclude_characters="\r\n\x00", codec="utf-8"), min_size=1, max_size=200
+    )
+)
+def test_reply_round_trip(action: str) -> None:
+    reply = PolicyReply(action)
+    try:
+        encoded = reply.encode()
+    except ReplyError:
+        assert not action.strip()
+        return
+    assert encoded.startswith(b"action=")
+    assert encoded.endswith(b"\n\n")
+    assert encoded.count(b"\n") == 2
+    assert parse_reply(encoded) == reply
+
+
+@SETTINGS
+@given(action=st.text(HOSTILE_CHARS, max_size=100))
+def test_reply_encode_never_emits_an_unsafe_reply(action: str) -> None:
+    try:
+        encoded = PolicyReply(action).encode()
+    except ReplyError:
+        return
+    body = encoded.removeprefix(b"action=").removesuffix(b"\n\n")
+    assert body.strip()
+    assert not set(body) & set(b"\r\n\x00")
+    assert len(body) <= MAX_ACTION_LENGTH
+    body.decode("utf-8")
