@@ -1,0 +1,302 @@
+"""Load a pfxhttp YAML file (the format of the Go project croessner/pfxhttp) into the frozen model.
+
+A config written for upstream pfxhttp loads unchanged: keys this version does not implement yet are accepted
+without validation and listed in :attr:`Config.warnings`; every other unknown key is an error with the
+closest known spelling. All problems of a file are collected and raised together as
+:class:`~pfxhttp.errors.ConfigErrors`, in file order, each with ``file:line:column`` and its dotted key path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import MappingProxyType
+
+from yaml.nodes import MappingNode, Node
+
+from pfxhttp.config.entries import Section, check_keys, parse_section
+from pfxhttp.config.listen import parse_listeners
+from pfxhttp.config.model import (
+    DEFAULT_SOCKETMAP_MAX_REPLY_SIZE,
+    Config,
+    EntryKind,
+    HttpClientConfig,
+    ListenConfig,
+    LoggingConfig,
+    LogLevel,
+    ServerConfig,
+    TlsConfig,
+)
+from pfxhttp.config.values import parse_duration
+from pfxhttp.config.yamlnodes import (
+    Item,
+    Problems,
+    as_bool,
+    as_int,
+    as_scalar,
+    as_str,
+    compose,
+    is_null,
+    join,
+    mapping_items,
+    suggest,
+)
+from pfxhttp.errors import ConfigError, ConfigErrors, Location
+
+# Upstream's search order (viper AddConfigPath); "$HOME" is expanded when searching, not at import.
+DEFAULT_SEARCH_PATH: tuple[Path, ...] = (
+    Path("/usr/local/etc/pfxhttp/pfxhttp.yml"),
+    Path("/etc/pfxhttp/pfxhttp.yml"),
+    Path("$HOME/.pfxhttp/pfxhttp.yml"),
+    Path("pfxhttp.yml"),
+)
+
+TOP_KEYS = ("server", "socket_maps", "policy_services")
+TOP_DEFERRED = ("dovecot_sasl",)
+SERVER_KEYS = ("listen", "logging", "http_client", "tls", "socketmap_max_reply_size")
+SERVER_DEFERRED = (
+    "run_as_user",
+    "run_as_group",
+    "chroot",
+    "response_cache",
+    "worker_pool",
+    "observability",
+    "jwt_db_path",  # older releases, for jwt_auth
+)
+LOGGING_KEYS = ("json", "level", "use_systemd")
+HTTP_CLIENT_KEYS = (
+    "timeout",
+    "max_connections_per_host",
+    "max_idle_connections",
+    "max_idle_connections_per_host",
+    "idle_connection_timeout",
+)
+HTTP_CLIENT_DEFERRED = ("proxy",)
+# skip_verify is today's spelling; http_client_skip_verify the older one. Either sets it.
+TLS_KEYS = ("enabled", "skip_verify", "http_client_skip_verify", "root_ca", "cert", "key")
+
+MAX_POOL_SIZE = 16384  # upstream's validation bound for the connection-pool sizes
+MAX_HTTP_DURATION = 3600.0  # upstream bounds timeout and idle_connection_timeout to 1h
+MAX_REPLY_SIZE = 1_000_000_000  # upstream's bound for socketmap_max_reply_size
+
+
+def search_path() -> tuple[Path, ...]:
+    """:data:`DEFAULT_SEARCH_PATH` with ``$HOME`` expanded now (skipped when HOME is unset)."""
+    home = os.environ.get("HOME")
+    paths: list[Path] = []
+    for path in DEFAULT_SEARCH_PATH:
+        if path.parts[0] == "$HOME":
+            if home:
+                paths.append(Path(home, *path.parts[1:]))
+        else:
+            paths.append(path)
+    return tuple(paths)
+
+
+def find_config(explicit: str | None) -> Path:
+    """The explicit path if given (it must exist), else the first file of the search path that exists."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {explicit} does not exist or is not a file")
+        return path
+    candidates = search_path()
+    for path in candidates:
+        if path.is_file():
+            return path
+    searched = ", ".join(str(p) for p in candidates)
+    raise ConfigError(f"no configuration file found (searched: {searched}); use --config")
+
+
+def load_config(path: Path) -> Config:
+    """Read and parse ``path``. Blocking file I/O: the daemon calls it in a worker thread."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        error = ConfigError("the file is not valid UTF-8", location=Location(str(path), line, column))
+        raise ConfigErrors([error]) from exc
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Parse configuration text (pure). Raises :class:`ConfigErrors` listing every problem found."""
+    root = compose(text, source)
+    start = Location(source, 1, 1)
+    if root is None or is_null(root):
+        raise ConfigErrors([ConfigError("the configuration is empty", location=start)])
+    problems = Problems(source)
+    if not isinstance(root, MappingNode):
+        problems.error(root, "", "the top level must be a mapping with the sections server, socket_maps, ...")
+        problems.raise_if_any()
+    items = mapping_items(root, "", problems) or []
+    top = check_keys(items, "", TOP_KEYS, TOP_DEFERRED, problems)
+    socket_maps = parse_section(top.get("socket_maps"), EntryKind.SOCKET_MAP, problems)
+    policy_services = parse_section(top.get("policy_services"), EntryKind.POLICY_SERVICE, problems)
+    server = top.get("server")
+    if server is None:
+        problems.errors.append(ConfigError("missing required section 'server'", location=start))
+        server_config = ServerConfig()
+    else:
+        server_config = _server(server, policy_services, problems)
+    problems.raise_if_any()
+    return Config(
+        server=server_config,
+        socket_maps=MappingProxyType(socket_maps.entries),
+        policy_services=MappingProxyType(policy_services.entries),
+        source=source,
+        warnings=problems.sorted_warnings(),
+    )
+
+
+def _server(item: Item, policy_services: Section, problems: Problems) -> ServerConfig:
+    items = mapping_items(item.value, "server", problems)
+    if items is None:
+        return ServerConfig()
+    keys = check_keys(items, "server", SERVER_KEYS, SERVER_DEFERRED, problems)
+    listen = keys.get("listen")
+    if listen is None:
+        problems.error(item.key_node, "server", "missing required key 'listen'")
+        listeners: tuple[ListenConfig, ...] = ()
+    else:
+        listeners = parse_listeners(listen, policy_services, problems)
+    reply_size = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
+    if "socketmap_max_reply_size" in keys:
+        node = keys["socketmap_max_reply_size"].value
+        size = as_int(node, "server.socketmap_max_reply_size", problems)
+        if size is not None and size > MAX_REPLY_SIZE:
+            problems.error(node, "server.socketmap_max_reply_size", f"must not exceed {MAX_REPLY_SIZE}")
+        elif size is not None and size > 0:  # <= 0 means the default, as upstream
+            reply_size = size
+    return ServerConfig(
+        listen=listeners,
+        logging=_logging(keys.get("logging"), problems),
+        http_client=_http_client(keys.get("http_client"), problems),
+        tls=_tls(keys.get("tls"), problems),
+        socketmap_max_reply_size=reply_size,
+    )
+
+
+def _logging(item: Item | None, problems: Problems) -> LoggingConfig:
+    if item is None:
+        return LoggingConfig()
+    keys = check_keys(
+        mapping_items(item.value, "server.logging", problems) or [],
+        "server.logging",
+        LOGGING_KEYS,
+        (),
+        problems,
+    )
+    flags = {
+        k: as_bool(keys[k].value, f"server.logging.{k}", problems)
+        for k in ("json", "use_systemd")
+        if k in keys
+    }
+    level = LogLevel.INFO
+    if "level" in keys:
+        text = as_str(keys["level"].value, "server.logging.level", problems)
+        if text is not None:
+            try:
+                level = LogLevel(text.lower())
+            except ValueError:
+                problems.error(
+                    keys["level"].value,
+                    "server.logging.level",
+                    f"unknown log level {text!r}",
+                    suggest(text.lower(), [lv.value for lv in LogLevel]),
+                )
+    return LoggingConfig(
+        json=bool(flags.get("json")), level=level, use_systemd=bool(flags.get("use_systemd"))
+    )
+
+
+def _http_client(item: Item | None, problems: Problems) -> HttpClientConfig:
+    if item is None:
+        return HttpClientConfig()
+    path = "server.http_client"
+    keys = check_keys(
+        mapping_items(item.value, path, problems) or [],
+        path,
+        HTTP_CLIENT_KEYS,
+        HTTP_CLIENT_DEFERRED,
+        problems,
+    )
+    defaults = HttpClientConfig()
+    seconds: dict[str, float] = {
+        "timeout": defaults.timeout,
+        "idle_connection_timeout": defaults.idle_connection_timeout,
+    }
+    counts: dict[str, int] = {
+        "max_connections_per_host": defaults.max_connections_per_host,
+        "max_idle_connections": defaults.max_idle_connections,
+        "max_idle_connections_per_host": defaults.max_idle_connections_per_host,
+    }
+    for key, entry in keys.items():
+        key_path = join(path, key)
+        if key in seconds:
+            duration = _duration(entry.value, key_path, problems)
+            if duration is not None and duration > MAX_HTTP_DURATION:
+                problems.error(entry.value, key_path, "must not exceed 1h")
+            elif duration is not None and not (key == "timeout" and duration == 0):  # timeout 0 = not set
+                seconds[key] = duration
+        else:
+            count = as_int(entry.value, key_path, problems)
+            if count is not None and not 0 <= count <= MAX_POOL_SIZE:
+                problems.error(entry.value, key_path, f"must be between 0 (no limit) and {MAX_POOL_SIZE}")
+            elif count is not None:
+                counts[key] = count
+    return HttpClientConfig(
+        timeout=seconds["timeout"],
+        idle_connection_timeout=seconds["idle_connection_timeout"],
+        max_connections_per_host=counts["max_connections_per_host"],
+        max_idle_connections=counts["max_idle_connections"],
+        max_idle_connections_per_host=counts["max_idle_connections_per_host"],
+    )
+
+
+def _duration(node: Node, path: str, problems: Problems) -> float | None:
+    raw = as_scalar(node, path, problems)
+    if raw is None:
+        return None
+    try:
+        return parse_duration(raw)
+    except ConfigError as exc:
+        problems.wrap(node, path, exc)
+        return None
+
+
+def _tls(item: Item | None, problems: Problems) -> TlsConfig:
+    if item is None:
+        return TlsConfig()
+    path = "server.tls"
+    keys = check_keys(mapping_items(item.value, path, problems) or [], path, TLS_KEYS, (), problems)
+    flags = {
+        k: bool(as_bool(keys[k].value, join(path, k), problems))
+        for k in keys
+        if k in ("enabled", "skip_verify", "http_client_skip_verify")
+    }
+    files = {
+        k: as_str(keys[k].value, join(path, k), problems) or None
+        for k in ("root_ca", "cert", "key")
+        if k in keys
+    }
+    cert, key = files.get("cert"), files.get("key")
+    if (cert is None) != (key is None):
+        present, missing = ("cert", "key") if cert else ("key", "cert")
+        problems.error(
+            keys[present].key_node,
+            join(path, present),
+            f"'{present}' needs '{missing}' too (a client certificate and its key)",
+        )
+    return TlsConfig(
+        enabled=flags.get("enabled", False),
+        skip_verify=flags.get("skip_verify", False) or flags.get("http_client_skip_verify", False),
+        root_ca=files.get("root_ca"),
+        cert=cert,
+        key=key,
+    )

@@ -1,0 +1,250 @@
+"""YAML node access for the loader: composing, merge keys, typed scalars, problem collection.
+
+The loader works on PyYAML *nodes* (``yaml.compose`` with the safe resolver), never on constructed Python
+objects, because only nodes keep ``start_mark`` (the line and column of every key and value) and only nodes
+show duplicate keys, which PyYAML's constructor silently lets the last one win.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pfxhttp.errors import ConfigError, ConfigErrors, Location
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# Strings Go's strconv.ParseBool accepts; viper decodes quoted booleans this way, so configs may carry them.
+_TRUE_WORDS = frozenset({"1", "t", "T", "true", "True", "TRUE"})
+_FALSE_WORDS = frozenset({"0", "f", "F", "false", "False", "FALSE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One key of a mapping after merge keys were applied."""
+
+    key: str
+    key_node: Node
+    value: Node
+
+
+@dataclass(slots=True)
+class Problems:
+    """Collects every error and warning of one file, so ``pfxhttp check`` can show them all at once."""
+
+    source: str
+    errors: list[ConfigError] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+
+    def loc(self, node: Node) -> Location:
+        mark = node.start_mark
+        return Location(self.source, mark.line + 1, mark.column + 1)
+
+    def error(self, node: Node | None, path: str, message: str, suggestion: str | None = None) -> None:
+        location = self.loc(node) if node is not None else None
+        self.errors.append(ConfigError(message, location=location, path=path, suggestion=suggestion))
+
+    def wrap(self, node: Node, path: str, exc: ConfigError) -> None:
+        """Re-raise a value parser's location-less error at ``node``."""
+        self.error(node, path, exc.message, exc.suggestion)
+
+    def warn(self, node: Node, path: str, message: str) -> None:
+        line = node.start_mark.line + 1
+        self.warnings.append((line, f"{path} (line {line}): {message}"))
+
+    def deferred(self, node: Node, path: str) -> None:
+        self.warn(node, path, "not supported by this version yet; ignored")
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            # File order: the user fixes them top to bottom; errors without a place go last.
+            ordered = sorted(
+                self.errors,
+                key=lambda e: (0, e.location.line, e.location.column) if e.location else (1, 0, 0),
+            )
+            raise ConfigErrors(ordered)
+
+    def sorted_warnings(self) -> tuple[str, ...]:
+        return tuple(text for _, text in sorted(self.warnings, key=lambda w: w[0]))
+
+
+def compose(text: str, source: str) -> Node | None:
+    """Parse one YAML document into nodes; syntax errors become a located :class:`ConfigErrors`."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        location = Location(source, mark.line + 1, mark.column + 1) if mark is not None else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigErrors([ConfigError(f"YAML syntax error: {problem}", location=location)]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigErrors([ConfigError(f"YAML error: {exc}", location=Location(source, 1, 1))]) from exc
+    except RecursionError as exc:
+        raise ConfigErrors([ConfigError("YAML nesting too deep", location=Location(source, 1, 1))]) from exc
+
+
+def describe(node: Node) -> str:
+    """Name a node's type for messages: ``a mapping``, ``a list``, ``an integer`` ..."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return {
+        _NULL_TAG: "nothing (null)",
+        _BOOL_TAG: "a boolean",
+        _INT_TAG: "an integer",
+        _FLOAT_TAG: "a number",
+        _STR_TAG: "a string",
+    }.get(node.tag, f"a value tagged {node.tag}")
+
+
+def is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+def suggest(word: str, choices: Collection[str]) -> str | None:
+    """Closest known spelling of ``word`` (case-folded too, so ``Server`` suggests ``server``)."""
+    for probe in (word, word.lower()):
+        close = difflib.get_close_matches(probe, list(choices), n=1, cutoff=0.6)
+        if close:
+            return close[0]
+    return None
+
+
+def mapping_items(node: Node, path: str, problems: Problems) -> list[Item] | None:
+    """The items of a mapping with ``<<`` merge keys applied; duplicates and non-mappings are reported.
+
+    Explicit keys win over merged ones and, among several merged mappings, the first wins (the YAML merge key
+    spec). Duplicate explicit keys are an error: PyYAML would silently keep the last one.
+    """
+    if is_null(node):
+        return []
+    if not isinstance(node, MappingNode):
+        problems.error(node, path, f"expected a mapping, got {describe(node)}")
+        return None
+    explicit: dict[str, Item] = {}
+    merged: list[Item] = []
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            merged.extend(_merge_sources(value_node, path, problems, {id(node)}))
+            continue
+        if not isinstance(key_node, ScalarNode) or is_null(key_node):
+            problems.error(key_node, path, f"a key must be a plain string, got {describe(key_node)}")
+            continue
+        key = str(key_node.value)
+        if key in explicit:
+            first = explicit[key].key_node.start_mark.line + 1
+            problems.error(key_node, join(path, key), f"duplicate key (first defined on line {first})")
+            continue
+        explicit[key] = Item(key, key_node, value_node)
+    items = dict(explicit)
+    for item in merged:
+        items.setdefault(item.key, item)
+    return sorted(items.values(), key=lambda i: (i.key_node.start_mark.line, i.key_node.start_mark.column))
+
+
+def _merge_sources(node: Node, path: str, problems: Problems, seen: set[int]) -> Iterator[Item]:
+    sources = node.value if isinstance(node, SequenceNode) else [node]
+    for source in sources:
+        if not isinstance(source, MappingNode):
+            problems.error(source, path, f"a '<<' merge key needs a mapping, got {describe(source)}")
+            continue
+        if id(source) in seen:  # a recursive alias would merge forever
+            problems.error(source, path, "recursive '<<' merge")
+            continue
+        for key_node, value_node in source.value:
+            if key_node.tag == _MERGE_TAG:
+                yield from _merge_sources(value_node, path, problems, seen | {id(source)})
+            elif isinstance(key_node, ScalarNode) and not is_null(key_node):
+                yield Item(str(key_node.value), key_node, value_node)
+
+
+def sequence_items(node: Node, path: str, problems: Problems) -> list[Node] | None:
+    if is_null(node):
+        return []
+    if not isinstance(node, SequenceNode):
+        problems.error(node, path, f"expected a list, got {describe(node)}")
+        return None
+    return list(node.value)
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _construct(node: ScalarNode) -> object:
+    # SafeConstructor knows YAML 1.1's ints (0660 octal, 1_000), floats and bools; a fresh one per call keeps
+    # no state between files.
+    return SafeConstructor().construct_object(node, deep=True)
+
+
+def as_str(node: Node, path: str, problems: Problems) -> str | None:
+    """A string value. Other scalars are taken as written (``0``, ``yes``), as upstream's YAML 1.2 reads them
+    into string fields; null means "not set" and returns None, like an absent key."""
+    if is_null(node):
+        return None
+    if not isinstance(node, ScalarNode) or node.tag not in (_STR_TAG, _INT_TAG, _FLOAT_TAG, _BOOL_TAG):
+        problems.error(node, path, f"expected a string, got {describe(node)}")
+        return None
+    return str(node.value)
+
+
+def as_bool(node: Node, path: str, problems: Problems) -> bool | None:
+    if is_null(node):
+        return None
+    if isinstance(node, ScalarNode):
+        if node.tag == _BOOL_TAG:
+            return bool(_construct(node))
+        if node.tag == _STR_TAG and node.value in _TRUE_WORDS | _FALSE_WORDS:
+            return node.value in _TRUE_WORDS
+    problems.error(node, path, f"expected true or false, got {describe(node)}")
+    return None
+
+
+def as_int(node: Node, path: str, problems: Problems) -> int | None:
+    """An integer; a quoted decimal string is accepted (viper does), a boolean is not (YAML bools are not
+    numbers here, even though Python's are)."""
+    if is_null(node):
+        return None
+    if isinstance(node, ScalarNode):
+        if node.tag == _INT_TAG:
+            try:
+                value = _construct(node)
+            except (ConstructorError, ValueError):
+                value = None
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif node.tag == _STR_TAG:
+            text = str(node.value).strip()
+            if re.fullmatch(r"[+-]?[0-9]+", text):
+                return int(text)
+            problems.error(node, path, f"expected an integer, got the string {node.value!r}")
+            return None
+    problems.error(node, path, f"expected an integer, got {describe(node)}")
+    return None
+
+
+def as_scalar(node: Node, path: str, problems: Problems) -> object:
+    """An int, float or string for values with their own parser (durations); None for null or a mistake."""
+    if is_null(node):
+        return None
+    if isinstance(node, ScalarNode):
+        if node.tag == _STR_TAG:
+            return str(node.value)
+        if node.tag in (_INT_TAG, _FLOAT_TAG):
+            try:
+                return _construct(node)
+            except (ConstructorError, ValueError):
+                pass
+    problems.error(node, path, f"expected a value such as 10s, got {describe(node)}")
+    return None
