@@ -128,6 +128,15 @@ def test_field_paths(path: str, document: object, expected: str) -> None:
     assert outcome.kind is OutcomeKind.FOUND and outcome.value == expected
 
 
+def test_bare_name_is_searched_at_any_depth_like_upstream() -> None:
+    rules = ResponseRules(value_path=FieldPath("result"))
+    assert classify(rules, 200, b'{"data": {"inner": {"result": "deep"}}}').value == "deep"
+    assert classify(rules, 200, b'{"result": "top", "data": {"result": "deep"}}').value == "top"
+    assert classify(rules, 200, b'{"data": [{"result": "in a list"}]}').kind is OutcomeKind.NOT_FOUND
+    hostile = b'{"a":' * 200 + b'{"result": "x"}' + b"}" * 200
+    assert classify(rules, 200, hostile).kind is OutcomeKind.NOT_FOUND  # beyond the search depth bound
+
+
 def test_dotted_path_is_nested_not_literal() -> None:
     rules = ResponseRules(value_path=FieldPath("data.result"))
     assert classify(rules, 200, b'{"data.result": "literal"}').kind is OutcomeKind.NOT_FOUND

@@ -7,6 +7,8 @@ becomes ``NOTFOUND``, ``OK``, ``REJECT`` or ``5NN``; those only come from a well
 Field paths: ``value_field`` / ``error_field`` are JSONPath (jsonpath-ng), compiled at load. The plain dotted
 form ``data.result`` (the common case, and upstream's spelling) is compiled to a tuple of keys and walked
 directly, which costs far less per lookup than a JSONPath evaluation; a numeric segment indexes a list.
+A bare name (no dot) that is absent at the top level is searched for in nested objects, depth first, as
+upstream pfxhttp does: a config relying on that must not turn found values into NOTFOUND here.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ DEFAULT_POLICY_ERROR_ACTION = "DEFER_IF_PERMIT Service temporarily unavailable"
 
 _SIMPLE_PATH = re.compile(r"^\$?\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _MISSING = object()
+_MAX_SEARCH_DEPTH = 32  # bounds the upstream-compatible any-depth search on hostile documents
+
+
+def _search_key(node: Any, key: str, depth: int = 0) -> Any:
+    """Depth-first search of nested objects for ``key`` (upstream's bare value_field semantics)."""
+    if depth > _MAX_SEARCH_DEPTH or not isinstance(node, dict):
+        return _MISSING
+    if key in node:
+        return node[key]
+    for child in node.values():
+        found = _search_key(child, key, depth + 1)
+        if found is not _MISSING:
+            return found
+    return _MISSING
 
 
 class OutcomeKind(enum.Enum):
@@ -74,6 +90,8 @@ class FieldPath:
                 else:
                     return _MISSING
                 if node is _MISSING:
+                    if len(self._segments) == 1:
+                        return _search_key(document, self._segments[0])
                     return _MISSING
             return node
         matches = self._jsonpath.find(document)
