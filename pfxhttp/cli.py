@@ -18,7 +18,6 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -58,7 +57,9 @@ def _load(path_arg: str | None) -> tuple[Config, Runtime]:
 def _log_startup(config: Config, log: Any) -> None:
     log.info("pfxhttp starting", version=__version__, config=config.source)
     if config.warnings:
-        log.warning("configuration keys not supported by this version were ignored", keys=list(config.warnings))
+        log.warning(
+            "configuration keys not supported by this version were ignored", keys=list(config.warnings)
+        )
 
 
 async def serve_until_signal(runtime: Runtime, log: Any) -> None:
@@ -72,7 +73,9 @@ async def serve_until_signal(runtime: Runtime, log: Any) -> None:
             async def watch() -> None:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        log.error("SIGHUP received: configuration reload is not supported yet; restart to apply")
+                        log.error(
+                            "SIGHUP received: configuration reload is not supported yet; restart to apply"
+                        )
                         continue
                     log.info("signal received, shutting down", signal=signal.Signals(signum).name)
                     server.request_stop()
@@ -192,11 +195,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
-                        help="configuration file (default: search /usr/local/etc/pfxhttp/, /etc/pfxhttp/, "
-                             "$HOME/.pfxhttp/, ./ for pfxhttp.yml)")
+    common.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="configuration file (default: search /usr/local/etc/pfxhttp/, /etc/pfxhttp/, "
+        "$HOME/.pfxhttp/, ./ for pfxhttp.yml)",
+    )
     parser = argparse.ArgumentParser(
-        prog="pfxhttp", parents=[common],
+        prog="pfxhttp",
+        parents=[common],
         description="Answer Postfix socketmap and policy-delegation requests from HTTP/JSON APIs.",
     )
     parser.add_argument("--version", action="version", version=f"pfxhttp {__version__}")
@@ -204,18 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the daemon (the default)").set_defaults(func=cmd_run)
     sub.add_parser("check", parents=[common], help="validate the configuration and exit").set_defaults(
-        func=cmd_check)
+        func=cmd_check
+    )
     query = sub.add_parser("query", parents=[common], help="answer one socketmap lookup and print the reply")
     query.add_argument("name", help="socket map name (as in socketmap:...:NAME)")
     query.add_argument("key", help="lookup key")
     query.set_defaults(func=cmd_query)
-    policy = sub.add_parser("policy", parents=[common],
-                            help="answer one policy request read from standard input (name=value lines)")
+    policy = sub.add_parser(
+        "policy",
+        parents=[common],
+        help="answer one policy request read from standard input (name=value lines)",
+    )
     policy.add_argument("name", help="policy service name")
     policy.set_defaults(func=cmd_policy)
     demo = sub.add_parser("demo", help="run the daemon with a bundled example config and HTTP backend")
-    demo.add_argument("--port", type=int, default=23450,
-                      help="socketmap port; the policy service listens on PORT+1 (default 23450)")
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=23450,
+        help="socketmap port; the policy service listens on PORT+1 (default 23450)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

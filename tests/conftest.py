@@ -119,8 +119,13 @@ async def backend(nursery: trio.Nursery) -> Backend:
 def daemon_config(backend_url: str, unix_dir: Path | None = None, timeout: str = "1s") -> str:
     """A config exercising every contract row: one socket map per backend behaviour."""
     maps = {
-        "echo": "/map", "length": "/length", "fivehundred": "/status500", "fourofour": "/status404",
-        "notjson": "/notjson", "absent": "/absent", "slow": "/slow",
+        "echo": "/map",
+        "length": "/length",
+        "fivehundred": "/status500",
+        "fourofour": "/status404",
+        "notjson": "/notjson",
+        "absent": "/absent",
+        "slow": "/slow",
     }
     lines = [
         "server:",
@@ -130,13 +135,15 @@ def daemon_config(backend_url: str, unix_dir: Path | None = None, timeout: str =
     ]
     if unix_dir is not None:
         lines.append(f"    - {{kind: socket_map, type: unix, address: {unix_dir}/map.sock, mode: '0660'}}")
-        lines.append(f"    - {{kind: policy_service, name: policy, type: unix, address: {unix_dir}/policy.sock}}")
+        lines.append(
+            f"    - {{kind: policy_service, name: policy, type: unix, address: {unix_dir}/policy.sock}}"
+        )
     lines += [
         "  logging: {level: debug}",
         f"  http_client: {{timeout: {timeout}}}",
         "socket_maps:",
         "  defaults:",
-        "    payload: '{\"key\": \"{{ .Key }}\"}'",
+        '    payload: \'{"key": "{{ .Key }}"}\'',
         "    value_field: data.result",
         "    error_field: error",
         "    no_error_value: not-found",

@@ -24,7 +24,7 @@ from tests.conftest import (
 KEYS = [
     "alice@example.com",
     '"john doe"@example.com',
-    "a\"b\\c@example.com",
+    'a"b\\c@example.com',
     "ünïcødé@exämple.com",
     "2001:db8::1",
     "<>",
@@ -72,7 +72,9 @@ async def test_socketmap_key_reaches_backend_exactly(daemon: Daemon, backend: Ba
         ("nosuchmap", "x", "PERM unknown map"),
     ],
 )
-async def test_socketmap_contract_over_tcp_and_unix(daemon: Daemon, name: str, key: str, expected: str) -> None:
+async def test_socketmap_contract_over_tcp_and_unix(
+    daemon: Daemon, name: str, key: str, expected: str
+) -> None:
     with trio.fail_after(10):
         for address in (daemon.address("socket_map"), daemon.address("socket_map", "unix")):
             assert await socketmap_query(address, name, key) == expected
@@ -110,8 +112,7 @@ async def test_many_requests_per_connection_and_pipelining(daemon: Daemon) -> No
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"-1:x,", b"99999999999999:", b"5:abc", b"3:abc;", b"x" * 100_000, b"\x00\xff\xfe", b"4:nokey,",
-     b"0:,"],
+    [b"-1:x,", b"99999999999999:", b"5:abc", b"3:abc;", b"x" * 100_000, b"\x00\xff\xfe", b"4:nokey,", b"0:,"],
 )
 async def test_hostile_socketmap_bytes_close_only_that_connection(daemon: Daemon, garbage: bytes) -> None:
     with trio.fail_after(10):
@@ -124,9 +125,14 @@ async def test_hostile_socketmap_bytes_close_only_that_connection(daemon: Daemon
 async def test_policy_actions_and_error_action(daemon: Daemon, backend: Backend) -> None:
     address = daemon.address("policy_service")
     with trio.fail_after(10):
-        assert await policy_query(address, {"recipient": "reject@x"}) == "action=REJECT 5.7.1 rejected by policy\n\n"
-        assert await policy_query(address, {"recipient": "prepend@x"}) == \
-            "action=PREPEND X-Pfxhttp-Policy: tagged\n\n"
+        assert (
+            await policy_query(address, {"recipient": "reject@x"})
+            == "action=REJECT 5.7.1 rejected by policy\n\n"
+        )
+        assert (
+            await policy_query(address, {"recipient": "prepend@x"})
+            == "action=PREPEND X-Pfxhttp-Policy: tagged\n\n"
+        )
         error = "action=DEFER_IF_PERMIT Service temporarily unavailable\n\n"
         assert await policy_query(address, {"recipient": "fail@x"}) == error
         assert await policy_query(address, {"recipient": "injection@x"}) == error  # CR/LF never forwarded
@@ -138,14 +144,20 @@ async def test_policy_actions_and_error_action(daemon: Daemon, backend: Backend)
 async def test_policy_repeated_names_and_equals_in_values(daemon: Daemon, backend: Backend) -> None:
     with trio.fail_after(10):
         async with await connect(daemon.address("policy_service")) as stream:
-            await stream.send_all(b"request=smtpd_access_policy\nccert_subject=CN=a=b\nrecipient=x@y\n"
-                                  b"recipient=dunno@y\n\n")
+            await stream.send_all(
+                b"request=smtpd_access_policy\nccert_subject=CN=a=b\nrecipient=x@y\nrecipient=dunno@y\n\n"
+            )
             assert await read_policy_reply(stream) == "action=DUNNO\n\n"
     assert orjson.loads(backend.requests[-1].body) == {
-        "request": "smtpd_access_policy", "ccert_subject": "CN=a=b", "recipient": "dunno@y"}
+        "request": "smtpd_access_policy",
+        "ccert_subject": "CN=a=b",
+        "recipient": "dunno@y",
+    }
 
 
-async def test_policy_close_at_boundary_or_mid_block_makes_no_backend_call(daemon: Daemon, backend: Backend) -> None:
+async def test_policy_close_at_boundary_or_mid_block_makes_no_backend_call(
+    daemon: Daemon, backend: Backend
+) -> None:
     address = daemon.address("policy_service")
     with trio.fail_after(10):
         async with await connect(address) as stream:
@@ -160,8 +172,9 @@ async def test_policy_close_at_boundary_or_mid_block_makes_no_backend_call(daemo
     assert backend.count("/policy") == 2
 
 
-@pytest.mark.parametrize("garbage", [b"no equals sign\n\n", b"=value\n\n", b"\n", b"a=b\x00\n\n",
-                                     b"x=" + b"y" * 100_000])
+@pytest.mark.parametrize(
+    "garbage", [b"no equals sign\n\n", b"=value\n\n", b"\n", b"a=b\x00\n\n", b"x=" + b"y" * 100_000]
+)
 async def test_hostile_policy_bytes(daemon: Daemon, backend: Backend, garbage: bytes) -> None:
     address = daemon.address("policy_service")
     with trio.fail_after(10):
@@ -199,8 +212,10 @@ async def test_graceful_stop_finishes_in_flight_request(nursery: trio.Nursery, b
     from tests.conftest import daemon_config, start_daemon
 
     gate = trio.Event()
+    reached = trio.Event()
 
     async def held(_request: object) -> object:
+        reached.set()
         await gate.wait()
         return await backend.routes["/map"](backend.requests[-1])
 
@@ -212,8 +227,7 @@ async def test_graceful_stop_finishes_in_flight_request(nursery: trio.Nursery, b
         idle = await connect(address)
         async with await connect(address) as busy:
             await busy.send_all(netstring(b"slow in-flight"))
-            while backend.count("/held") == 0:
-                await trio.sleep(0.01)
+            await reached.wait()
             daemon.server.request_stop()
             await trio.sleep(0.05)
             assert await idle.receive_some(10) == b""  # idle connection closed at once

@@ -18,8 +18,9 @@ from pfxhttp.backend.mapping import (
 )
 from pfxhttp.protocol.socketmap import SocketmapStatus
 
-RULES = ResponseRules(value_path=FieldPath("data.result"), error_path=FieldPath("error"),
-                      no_error_value="not-found")
+RULES = ResponseRules(
+    value_path=FieldPath("data.result"), error_path=FieldPath("error"), no_error_value="not-found"
+)
 ERR = DEFAULT_POLICY_ERROR_ACTION
 
 
@@ -67,8 +68,11 @@ def test_contract_rows(status: int, body: str, socketmap: str, policy: str) -> N
 
 
 def test_no_fault_yields_a_mail_losing_reply() -> None:
-    faults = [(s, b) for s in (400, 401, 403, 405, 409, 429, 500, 502, 503, 504, 301, 204)
-              for b in (b"", b"x", b"{}", b'{"data": {"result": "REJECT"}}')]
+    faults = [
+        (s, b)
+        for s in (400, 401, 403, 405, 409, 429, 500, 502, 503, 504, 301, 204)
+        for b in (b"", b"x", b"{}", b'{"data": {"result": "REJECT"}}')
+    ]
     faults.append((200, b"\x00\xff"))  # undecodable body on an expected status
     for status, body in faults:
         outcome = classify(RULES, status, body)
@@ -78,8 +82,10 @@ def test_no_fault_yields_a_mail_losing_reply() -> None:
         assert not action.upper().startswith(("REJECT", "5", "OK")), (status, body)
 
 
-@pytest.mark.parametrize(("kind", "status"), [(OutcomeKind.TIMEOUT, SocketmapStatus.TIMEOUT),
-                                             (OutcomeKind.TEMP, SocketmapStatus.TEMP)])
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [(OutcomeKind.TIMEOUT, SocketmapStatus.TIMEOUT), (OutcomeKind.TEMP, SocketmapStatus.TEMP)],
+)
 def test_transport_outcomes(kind: OutcomeKind, status: SocketmapStatus) -> None:
     outcome = Outcome(kind, reason="backend timeout")
     assert socketmap_reply(outcome, 100_000).status is status
@@ -103,8 +109,10 @@ def test_unsafe_policy_values_become_the_error_action(value: str) -> None:
 
 
 def test_policy_value_is_stripped_and_forwarded() -> None:
-    assert policy_reply(Outcome(OutcomeKind.FOUND, value="  PREPEND X-Test: yes "), ERR).action == \
-        "PREPEND X-Test: yes"
+    assert (
+        policy_reply(Outcome(OutcomeKind.FOUND, value="  PREPEND X-Test: yes "), ERR).action
+        == "PREPEND X-Test: yes"
+    )
 
 
 def test_socketmap_value_with_nul_is_perm() -> None:
@@ -119,7 +127,11 @@ def test_socketmap_value_with_nul_is_perm() -> None:
         ("items.1.name", {"items": [{"name": "a"}, {"name": "b"}]}, "b"),
         ("demo-value", {"demo-value": "d"}, "d"),
         ("$.items[*].name", {"items": [{"name": "a"}, {"name": "b"}]}, "a,b"),
-        ("$.items[?(@.on == true)].name", {"items": [{"name": "a", "on": True}, {"name": "b", "on": False}]}, "a"),
+        (
+            "$.items[?(@.on == true)].name",
+            {"items": [{"name": "a", "on": True}, {"name": "b", "on": False}]},
+            "a",
+        ),
     ],
 )
 def test_field_paths(path: str, document: object, expected: str) -> None:
@@ -151,15 +163,25 @@ def test_paths_that_do_not_match_are_not_found(path: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(1e20, "100000000000000000000"), (0.1, "0.1"), (-3.0, "-3"), (float("inf"), "inf"), ({"a": 1}, '{"a":1}'),
-     (["a", None, "b"], "a,b"), ([["a", "b"], "c"], "a,b,c")],
+    [
+        (1e20, "100000000000000000000"),
+        (0.1, "0.1"),
+        (-3.0, "-3"),
+        (float("inf"), "inf"),
+        ({"a": 1}, '{"a":1}'),
+        (["a", None, "b"], "a,b"),
+        ([["a", "b"], "c"], "a,b,c"),
+    ],
 )
 def test_render_value(value: object, text: str) -> None:
     assert render_value(value) == text
 
 
 def test_list_of_statuses_and_custom_not_found() -> None:
-    rules = ResponseRules(value_path=FieldPath("v"), success_statuses=frozenset({200, 201}),
-                          not_found_statuses=frozenset({404, 410}))
+    rules = ResponseRules(
+        value_path=FieldPath("v"),
+        success_statuses=frozenset({200, 201}),
+        not_found_statuses=frozenset({404, 410}),
+    )
     assert classify(rules, 201, b'{"v": "x"}').kind is OutcomeKind.FOUND
     assert classify(rules, 410, b"").kind is OutcomeKind.NOT_FOUND

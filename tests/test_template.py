@@ -76,8 +76,10 @@ def test_policy_bare_key_and_jinja_names() -> None:
     bare = PayloadTemplate(entry("{{ .Key }}", EntryKind.POLICY_SERVICE))
     assert orjson.loads(bare.render_policy(attrs)) == attrs
     named = PayloadTemplate(
-        entry('{"from": "{{ attrs.sender }}", "svc": "{{ name }}", "all": {{ attrs|tojson }}}',
-              EntryKind.POLICY_SERVICE)
+        entry(
+            '{"from": "{{ attrs.sender }}", "svc": "{{ name }}", "all": {{ attrs|tojson }}}',
+            EntryKind.POLICY_SERVICE,
+        )
     )
     assert orjson.loads(named.render_policy(attrs)) == {"from": "a@example.com", "svc": "demo", "all": attrs}
 
@@ -90,8 +92,10 @@ def test_default_payloads() -> None:
 
 def test_numbers_booleans_and_missing_attributes_render_as_json() -> None:
     template = PayloadTemplate(
-        entry('{"n": {{ 42 }}, "t": {{ true }}, "none": {{ none }}, "s": "{{ attrs.get("x", "") }}"}',
-              EntryKind.POLICY_SERVICE)
+        entry(
+            '{"n": {{ 42 }}, "t": {{ true }}, "none": {{ none }}, "s": "{{ attrs.get("x", "") }}"}',
+            EntryKind.POLICY_SERVICE,
+        )
     )
     assert orjson.loads(template.render_policy({})) == {"n": 42, "t": True, "none": None, "s": ""}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from jsonpath_ng.ext import parse as jsonpath_parse  # type: ignore[import-untyped]
+from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
 from pfxhttp.protocol.policy import MAX_ACTION_LENGTH, PolicyReply
 from pfxhttp.protocol.socketmap import SocketmapReply

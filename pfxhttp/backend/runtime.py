@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from pfxhttp import __version__
+from pfxhttp.backend.http11 import PreparedRequest, Target, prepare_request
 from pfxhttp.backend.mapping import (
     DEFAULT_POLICY_ERROR_ACTION,
     FieldPath,
@@ -28,7 +29,6 @@ from pfxhttp.backend.mapping import (
     policy_reply,
     socketmap_reply,
 )
-from pfxhttp.backend.http11 import PreparedRequest, Target, prepare_request
 from pfxhttp.backend.pool import HttpClient
 from pfxhttp.backend.template import PayloadTemplate
 from pfxhttp.config.model import Config, EntryConfig
@@ -52,7 +52,7 @@ def _compile_field(entry: EntryConfig, key: str, source: str | None) -> FieldPat
         return None
     try:
         return FieldPath(source)
-    except Exception as exc:  # noqa: BLE001 - jsonpath-ng raises many unrelated types on bad syntax
+    except Exception as exc:
         raise ConfigError(
             f"invalid JSONPath {source!r}: {exc}", location=entry.location_of(key), path=entry.key_path(key)
         ) from exc
@@ -86,7 +86,9 @@ def compile_entry(entry: EntryConfig) -> CompiledEntry:
         target = Target.parse(entry.target)
         prepared = prepare_request("POST", target, _request_headers(entry), user_agent=USER_AGENT)
     except ValueError as exc:
-        problems.append(ConfigError(str(exc), location=entry.location_of("target"), path=entry.key_path("target")))
+        problems.append(
+            ConfigError(str(exc), location=entry.location_of("target"), path=entry.key_path("target"))
+        )
     try:
         value_path = _compile_field(entry, "value_field", entry.value_field)
         error_path = _compile_field(entry, "error_field", entry.error_field)
@@ -103,7 +105,9 @@ def compile_entry(entry: EntryConfig) -> CompiledEntry:
     return CompiledEntry(entry, template, prepared, rules)
 
 
-def _compile_section(section: Mapping[str, EntryConfig], problems: list[ConfigError]) -> dict[str, CompiledEntry]:
+def _compile_section(
+    section: Mapping[str, EntryConfig], problems: list[ConfigError]
+) -> dict[str, CompiledEntry]:
     compiled: dict[str, CompiledEntry] = {}
     for name, entry in section.items():
         try:
@@ -156,11 +160,23 @@ class Runtime:
             outcome = classify(entry.rules, response.status, response.body)
         elapsed_ms = round((time.monotonic() - started) * 1000, 2)
         if outcome.kind in (OutcomeKind.FOUND, OutcomeKind.NOT_FOUND):
-            log.debug("backend answered", request=request_id, entry=entry.config.name,
-                      outcome=outcome.kind.value, ms=elapsed_ms)
+            log.debug(
+                "backend answered",
+                request=request_id,
+                entry=entry.config.name,
+                outcome=outcome.kind.value,
+                ms=elapsed_ms,
+            )
         else:
-            log.error("backend failed", request=request_id, entry=entry.config.name, outcome=outcome.kind.value,
-                      reason=outcome.reason, detail=outcome.detail, ms=elapsed_ms)
+            log.error(
+                "backend failed",
+                request=request_id,
+                entry=entry.config.name,
+                outcome=outcome.kind.value,
+                reason=outcome.reason,
+                detail=outcome.detail,
+                ms=elapsed_ms,
+            )
         return outcome
 
     async def socketmap(self, request: SocketmapRequest, log: Any, request_id: int = 0) -> SocketmapReply:
@@ -172,12 +188,16 @@ class Runtime:
         try:
             body = entry.template.render_socketmap(request.key)
         except PayloadError as exc:
-            log.error("payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc))
+            log.error(
+                "payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc)
+            )
             return SocketmapReply.temp(PayloadError.reason)
         outcome = await self._call(entry, body, log, request_id)
         return socketmap_reply(outcome, self.max_reply_size)
 
-    async def policy(self, service: str, request: PolicyRequest, log: Any, request_id: int = 0) -> PolicyReply:
+    async def policy(
+        self, service: str, request: PolicyRequest, log: Any, request_id: int = 0
+    ) -> PolicyReply:
         """Answer one policy request for ``service``; never raises for backend trouble."""
         entry = self.policy_services.get(service)
         if entry is None:  # the config loader ties listeners to services; kept as a defined answer anyway
@@ -186,11 +206,17 @@ class Runtime:
         try:
             body = entry.template.render_policy(request.as_dict())
         except PayloadError as exc:
-            log.error("payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc))
+            log.error(
+                "payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc)
+            )
             return PolicyReply(self.policy_error_action)
         outcome = await self._call(entry, body, log, request_id)
         reply = policy_reply(outcome, self.policy_error_action)
         if outcome.kind is OutcomeKind.FOUND and reply.action != outcome.value.strip():
-            log.error("backend action unusable, answering the error action", request=request_id,
-                      entry=entry.config.name, detail=repr(outcome.value[:200]))
+            log.error(
+                "backend action unusable, answering the error action",
+                request=request_id,
+                entry=entry.config.name,
+                detail=repr(outcome.value[:200]),
+            )
         return reply

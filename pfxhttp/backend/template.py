@@ -136,7 +136,7 @@ class PayloadTemplate:
             raise
         except jinja2.UndefinedError as exc:
             raise PayloadError(f"payload template: {exc.message}") from exc
-        except Exception as exc:  # noqa: BLE001 - any template runtime failure is a defined PayloadError
+        except Exception as exc:
             raise PayloadError(f"payload template failed: {type(exc).__name__}: {exc}") from exc
 
     def render_socketmap(self, key: str) -> str:

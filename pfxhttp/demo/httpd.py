@@ -96,5 +96,9 @@ async def serve_http(
 ) -> None:
     """Serve ``handler`` on host:port until cancelled; ``task_status.started`` gets the bound port."""
     listeners = await trio.open_tcp_listeners(port, host=host)
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(partial(_serve_connection, handler), listeners)
+    try:
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(partial(_serve_connection, handler), listeners)
+    finally:
+        for listener in listeners:  # serve_listeners leaves them open when cancelled; sync close
+            listener.socket.close()  # so a pending cancellation cannot stop the loop half-way

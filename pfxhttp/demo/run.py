@@ -45,9 +45,9 @@ pfxhttp demo is running. Try, from another terminal:
   postmap -q alice@example.com  {spec}:mailboxes      # example.com/alice/
   postmap -q example.org        {spec}:domains        # example.org
 
-  printf 'request=smtpd_access_policy\\nprotocol_state=MAIL\\nsasl_username=alice@example.com\\nsender=office@example.com\\n\\n' \\
+  printf 'sasl_username=alice@example.com\\nsender=office@example.com\\n\\n' \\
     | pfxhttp --config {config_path} policy sender_login     # action=DUNNO
-  printf 'request=smtpd_access_policy\\nprotocol_state=MAIL\\nsasl_username=alice@example.com\\nsender=carol@example.org\\n\\n' \\
+  printf 'sasl_username=alice@example.com\\nsender=carol@example.org\\n\\n' \\
     | pfxhttp --config {config_path} policy sender_login     # action=REJECT 5.7.1 ...
 
   pfxhttp --config {config_path} query aliases office@example.com   # same pipeline, without postmap

@@ -72,7 +72,7 @@ class NetstringDecoder:
         """
         return self._error is None and self._offset == len(self._buf)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Append received bytes; call :meth:`next` until it returns ``None`` afterwards."""
         if self._error is not None:
             return  # the stream is dead: do not let a hostile peer keep filling our memory

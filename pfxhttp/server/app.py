@@ -50,14 +50,15 @@ class Server:
         except BaseException:
             for b in bound:
                 for lst in b.listeners:
-                    await trio.aclose_forcefully(lst)
+                    lst.socket.close()
                 remove_unix_socket(b)
             raise
         self.bound = bound
         return bound
 
-    async def _accept_loop(self, listener: trio.SocketListener, config: ListenConfig,
-                           nursery: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.SocketListener, config: ListenConfig, nursery: trio.Nursery
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -69,12 +70,16 @@ class Server:
                 continue
             nursery.start_soon(serve_connection, stream, self.context, config)
 
-    async def _close_listeners(self) -> None:
+    def _close_listeners(self) -> None:
+        # Synchronous on purpose: an awaiting close would raise Cancelled at the first listener during a
+        # cancellation and leave the others open. Closing twice is harmless.
         for b in self.bound:
             for lst in b.listeners:
-                await trio.aclose_forcefully(lst)  # works even when cancelled; idempotent
+                lst.socket.close()
 
-    async def serve(self, *, task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         await self.bind()
         try:
             async with trio.open_nursery() as connections:
@@ -82,17 +87,20 @@ class Server:
                     for b in self.bound:
                         for lst in b.listeners:
                             acceptors.start_soon(self._accept_loop, lst, b.config, connections)
-                        self.log.info("listening", kind=b.config.kind.value, name=b.config.name,
-                                      addresses=b.addresses)
+                        self.log.info(
+                            "listening", kind=b.config.kind.value, name=b.config.name, addresses=b.addresses
+                        )
                     task_status.started(self.bound)
                     await self._stop.wait()
                     acceptors.cancel_scope.cancel()
-                await self._close_listeners()
-                self.log.info("stopping", open_connections=len(self.context.registry), grace_seconds=self.grace)
+                self._close_listeners()
+                self.log.info(
+                    "stopping", open_connections=len(self.context.registry), grace_seconds=self.grace
+                )
                 self.context.registry.stop()
                 connections.cancel_scope.deadline = trio.current_time() + self.grace
         finally:
-            await self._close_listeners()
+            self._close_listeners()
             for b in self.bound:
                 remove_unix_socket(b)
             with trio.CancelScope(shield=True):

@@ -78,7 +78,9 @@ def _peer(stream: trio.abc.Stream) -> str:
     return str(peer) or "unix"
 
 
-async def _receive(stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry, idle: float) -> bytes:
+async def _receive(
+    stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry, idle: float
+) -> bytes | bytearray:
     """Wait for bytes as an idle connection; b"" on EOF. Idle timeout or shutdown cancels via conn.scope."""
     if registry.stopping:
         conn.scope.cancel()
@@ -111,7 +113,7 @@ async def _socketmap_loop(
             reply = await ctx.runtime().socketmap(request, log, count)
             try:
                 wire = reply.encode(max_reply)
-            except Exception:  # noqa: BLE001 - mapping checks sizes first; this is the last guard
+            except Exception:
                 log.exception("reply could not be encoded", request=count)
                 wire = SocketmapReply.perm("invalid reply").encode(max_reply)
             log.debug("socketmap reply", request=count, status=reply.status.value)
@@ -134,9 +136,14 @@ async def _policy_loop(
         decoder.feed(data)
         while (request := decoder.next()) is not None:
             count += 1
-            log.debug("policy request", request=count, service=service,
-                      protocol_state=request.get("protocol_state"), sender=request.get("sender"),
-                      recipient=request.get("recipient"))
+            log.debug(
+                "policy request",
+                request=count,
+                service=service,
+                protocol_state=request.get("protocol_state"),
+                sender=request.get("sender"),
+                recipient=request.get("recipient"),
+            )
             reply = await ctx.runtime().policy(service, request, log, count)
             log.debug("policy reply", request=count, action=reply.action)
             await stream.send_all(reply.encode())
@@ -183,7 +190,7 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
         log.error("malformed request, closing connection", error=str(exc))
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         log.debug("connection lost", error=str(exc) or type(exc).__name__)
-    except Exception:  # noqa: BLE001 - the one place per connection: log, close this connection, keep serving
+    except Exception:
         log.exception("unexpected error, closing connection")
     finally:
         ctx.registry.discard(conn)

@@ -59,7 +59,10 @@ async def _bind_tcp(config: ListenConfig) -> list[trio.SocketListener]:
     port = config.port or 0
     if config.type is ListenType.TCP6:
         infos = await trio.socket.getaddrinfo(
-            host, port, family=stdlib_socket.AF_INET6, type=stdlib_socket.SOCK_STREAM,
+            host,
+            port,
+            family=stdlib_socket.AF_INET6,
+            type=stdlib_socket.SOCK_STREAM,
             flags=stdlib_socket.AI_PASSIVE,
         )
         listeners: list[trio.SocketListener] = []
