@@ -187,9 +187,7 @@ def test_importing_the_protocol_layer_loads_no_io_library() -> None:
         "pfxhttp.cli",
     ]
     code = (
-        "import sys\n"
-        "import pfxhttp.protocol\n"
-        f"print(','.join(sorted(set(sys.modules) & {set(heavy)!r})))\n"
+        f"import sys\nimport pfxhttp.protocol\nprint(','.join(sorted(set(sys.modules) & {set(heavy)!r})))\n"
     )
     result = subprocess.run(  # a fresh interpreter: pytest itself has loaded most of these
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

@@ -340,4 +340,3 @@ def test_arbitrary_bytes_only_ever_raise_netstring_error(data: bytes) -> None:
         decoder.eof()
     except NetstringError:
         assert not decoder.at_boundary
-

@@ -455,11 +455,7 @@ def test_parse_reply_takes_the_action_attribute() -> None:
 
 
 @SETTINGS
-@given(
-    action=st.text(
-        st.characters(exclude_characters="\r\n\x00", codec="utf-8"), min_size=1, max_size=200
-    )
-)
+@given(action=st.text(st.characters(exclude_characters="\r\n\x00", codec="utf-8"), min_size=1, max_size=200))
 def test_reply_round_trip(action: str) -> None:
     reply = PolicyReply(action)
     try:
