@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from pfxhttp import __version__
-from pfxhttp.backend.runtime import Runtime
+from pfxhttp.backend.runtime import Runtime, check_entry
 from pfxhttp.config import find_config, load_config
 from pfxhttp.config.model import Config
 from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
@@ -50,7 +50,7 @@ def _print_config_errors(exc: ConfigError) -> None:
 
 def _load(path_arg: str | None) -> tuple[Config, Runtime]:
     """Find, parse and compile the configuration (no network, no binding)."""
-    config = load_config(find_config(path_arg))
+    config = load_config(find_config(path_arg), entry_check=check_entry)
     return config, Runtime(config)
 
 

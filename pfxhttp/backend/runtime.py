@@ -105,6 +105,15 @@ def compile_entry(entry: EntryConfig) -> CompiledEntry:
     return CompiledEntry(entry, template, prepared, rules)
 
 
+def check_entry(entry: EntryConfig) -> list[ConfigError]:
+    """The config loader's ``entry_check``: compile problems of one entry, reported with the others."""
+    try:
+        compile_entry(entry)
+    except ConfigErrors as exc:
+        return list(exc.errors)
+    return []
+
+
 def _compile_section(
     section: Mapping[str, EntryConfig], problems: list[ConfigError]
 ) -> dict[str, CompiledEntry]:

@@ -9,6 +9,7 @@ closest known spelling. All problems of a file are collected and raised together
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -19,6 +20,7 @@ from pfxhttp.config.listen import parse_listeners
 from pfxhttp.config.model import (
     DEFAULT_SOCKETMAP_MAX_REPLY_SIZE,
     Config,
+    EntryConfig,
     EntryKind,
     HttpClientConfig,
     ListenConfig,
@@ -108,7 +110,10 @@ def find_config(explicit: str | None) -> Path:
     raise ConfigError(f"no configuration file found (searched: {searched}); use --config")
 
 
-def load_config(path: Path) -> Config:
+EntryCheck = Callable[[EntryConfig], Sequence[ConfigError]]
+
+
+def load_config(path: Path, entry_check: EntryCheck | None = None) -> Config:
     """Read and parse ``path``. Blocking file I/O: the daemon calls it in a worker thread."""
     try:
         raw = path.read_bytes()
@@ -121,11 +126,15 @@ def load_config(path: Path) -> Config:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         error = ConfigError("the file is not valid UTF-8", location=Location(str(path), line, column))
         raise ConfigErrors([error]) from exc
-    return parse_config(text, source=str(path))
+    return parse_config(text, source=str(path), entry_check=entry_check)
 
 
-def parse_config(text: str, source: str = "<string>") -> Config:
-    """Parse configuration text (pure). Raises :class:`ConfigErrors` listing every problem found."""
+def parse_config(text: str, source: str = "<string>", entry_check: EntryCheck | None = None) -> Config:
+    """Parse configuration text (pure). Raises :class:`ConfigErrors` listing every problem found.
+
+    ``entry_check`` lets a later layer (the backend compiles payload templates and JSONPath fields) report its
+    problems with the entries in the same pass, so ``pfxhttp check`` prints them together with the rest.
+    """
     root = compose(text, source)
     start = Location(source, 1, 1)
     if root is None or is_null(root):
@@ -144,6 +153,10 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         server_config = ServerConfig()
     else:
         server_config = _server(server, policy_services, problems)
+    if entry_check is not None:
+        for section in (socket_maps, policy_services):
+            for entry in section.entries.values():
+                problems.errors.extend(entry_check(entry))
     problems.raise_if_any()
     return Config(
         server=server_config,
