@@ -237,3 +237,44 @@ async def test_graceful_stop_finishes_in_flight_request(nursery: trio.Nursery, b
         with pytest.raises(OSError):
             await connect(address)  # no longer accepting
         await idle.aclose()
+
+
+async def test_unix_socket_group_applied(nursery: trio.Nursery, backend: Backend, sock_dir: object) -> None:
+    import grp
+
+    from tests.conftest import start_daemon
+
+    group = grp.getgrnam("nogroup")
+    config = (
+        "server:\n  listen:\n"
+        f"    - {{kind: socket_map, type: unix, address: {sock_dir}/g.sock, mode: '0640', group: nogroup}}\n"
+        f"socket_maps:\n  echo:\n    target: {backend.url}/map\n    value_field: data.result\n"
+    )
+    daemon = await start_daemon(nursery, config)
+    st = os.stat(daemon.address("socket_map", "unix"))
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (group.gr_gid, 0o640)
+
+
+async def test_logs_carry_ids_and_never_secrets(nursery: trio.Nursery, backend: Backend) -> None:
+    from tests.conftest import start_daemon
+
+    config = (
+        "server:\n  listen:\n    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}\n"
+        "  logging: {level: debug}\n"
+        "socket_maps:\n"
+        "  secret:\n"
+        f"    target: {backend.url}/status500\n"
+        "    http_auth_basic: 'pfxuser:Sup3rSecretPassw0rd'\n"
+        "    custom_headers: ['Authorization-Extra: Bearer tok3nVALUEnever', 'X-Api-Key: k3yVALUEnever']\n"
+        "    value_field: data.result\n"
+    )
+    daemon = await start_daemon(nursery, config)
+    with trio.fail_after(10):
+        assert await socketmap_query(daemon.address("socket_map"), "secret", "k") == "TEMP backend status 500"
+    assert backend.requests[-1].headers["authorization"].startswith("Basic ")  # it was sent ...
+    text = daemon.log.getvalue()
+    for secret in ("Sup3rSecretPassw0rd", "tok3nVALUEnever", "k3yVALUEnever", "cGZ4dXNlcjpTdXAzcl"):
+        assert secret not in text  # ... and never logged
+    connection_lines = [line for line in text.splitlines() if "listening" not in line]
+    assert connection_lines and all("session=" in line for line in connection_lines)
+    assert any("request=1" in line and "backend failed" in line for line in connection_lines)
