@@ -70,8 +70,9 @@ async def _demo(port: int, workdir: Path, log: Any) -> None:
         config_path = workdir / "pfxhttp.yml"
         text = demo_config_text(f"http://127.0.0.1:{backend_port}", port, port + 1)
         await trio.Path(config_path).write_text(text, encoding="utf-8")
+        # Loading reads files (the config, TLS trust store): off the trio loop.
         config = await trio.to_thread.run_sync(load_config, config_path)
-        runtime = Runtime(config)
+        runtime = await trio.to_thread.run_sync(Runtime, config)
         log.info("demo backend listening", address=f"127.0.0.1:{backend_port}")
 
         async def announce() -> None:
