@@ -48,9 +48,9 @@ def _print_config_errors(exc: ConfigError) -> None:
         print(f"pfxhttp: {error.render()}", file=sys.stderr)
 
 
-def _load(path_arg: str | None) -> tuple[Config, Runtime]:
-    """Find, parse and compile the configuration (no network, no binding)."""
-    config = load_config(find_config(path_arg), entry_check=check_entry)
+def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
+    """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main."""
+    config = load_config(find_config(getattr(args, "config", None)), entry_check=check_entry)
     return config, Runtime(config)
 
 
@@ -85,11 +85,7 @@ async def serve_until_signal(runtime: Runtime, log: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        config, runtime = _load(getattr(args, "config", None))
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EXIT_CONFIG
+    config, runtime = _load(args)
     configure_logging(config.server.logging)
     log = get_logger()
     _log_startup(config, log)
@@ -102,11 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        config, _runtime = _load(getattr(args, "config", None))
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EXIT_CONFIG
+    config, _runtime = _load(args)
     for warning in config.warnings:
         print(f"pfxhttp: warning: {warning}", file=sys.stderr)
     print(
@@ -125,11 +117,7 @@ async def _one_socketmap(runtime: Runtime, name: str, key: str) -> bytes:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    try:
-        config, runtime = _load(getattr(args, "config", None))
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EXIT_CONFIG
+    config, runtime = _load(args)
     configure_logging(config.server.logging)
     line = trio.run(_one_socketmap, runtime, args.name, args.key)
     sys.stdout.buffer.write(line + b"\n")
@@ -164,11 +152,7 @@ def _read_policy_request(data: bytes) -> PolicyRequest:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    try:
-        config, runtime = _load(getattr(args, "config", None))
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        return EXIT_CONFIG
+    config, runtime = _load(args)
     if args.name not in config.policy_services:
         known = ", ".join(sorted(config.policy_services)) or "none"
         print(f"pfxhttp: no policy service named {args.name!r} (configured: {known})", file=sys.stderr)
@@ -241,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        return EXIT_CONFIG
     except PfxhttpError as exc:
         print(f"pfxhttp: {exc}", file=sys.stderr)
         return EXIT_FAILURE

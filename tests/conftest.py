@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -158,6 +159,14 @@ def daemon_config(backend_url: str, unix_dir: Path | None = None, timeout: str =
         "    value_field: policy.result",
     ]
     return "\n".join(lines) + "\n"
+
+
+def unused_port() -> int:
+    """A loopback TCP port nobody listens on right now (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @dataclass

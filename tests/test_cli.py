@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import Backend, daemon_config, policy_query, socketmap_query
+from tests.conftest import Backend, daemon_config, policy_query, socketmap_query, unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PFXHTTP = [sys.executable, "-m", "pfxhttp"]
@@ -30,13 +30,19 @@ def unix_config(backend_url: str, sock_dir: Path) -> str:
     return "\n".join(line for line in text.splitlines() if "type: tcp" not in line) + "\n"
 
 
-def free_port() -> int:
+def unused_port_pair() -> int:
+    """A port P such that P and P+1 are both free (the demo's socketmap and policy ports)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    for _ in range(50):
+        port = unused_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free loopback ports")
 
 
 async def wait_for(path: Path, timeout: float = 20) -> None:
@@ -149,7 +155,7 @@ async def test_stale_regular_file_is_not_replaced(backend: Backend, sock_dir: Pa
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> None:
-    port = free_port()
+    port = unused_port_pair()
     out = tmp_path / "demo.out"
     with out.open("wb") as sink, trio.fail_after(40):
         process = await trio.lowlevel.open_process(
@@ -158,6 +164,7 @@ async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> No
         try:
             with trio.fail_after(20):
                 while b"Press Ctrl-C" not in out.read_bytes():
+                    assert process.poll() is None, out.read_text()  # exited early (e.g. port taken)
                     await trio.sleep(0.05)
             address = f"127.0.0.1:{port}"
             assert (

@@ -81,14 +81,9 @@ async def test_socketmap_contract_over_tcp_and_unix(
 
 
 async def test_backend_unreachable_is_temp(nursery: trio.Nursery, sock_dir: object) -> None:
-    from tests.conftest import daemon_config, start_daemon
+    from tests.conftest import daemon_config, start_daemon, unused_port
 
-    # A port nobody listens on: bind one and close it, so the connect is refused.
-    sock = trio.socket.socket()
-    await sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    daemon = await start_daemon(nursery, daemon_config(f"http://127.0.0.1:{port}"))
+    daemon = await start_daemon(nursery, daemon_config(f"http://127.0.0.1:{unused_port()}"))
     with trio.fail_after(10):
         assert await socketmap_query(daemon.address("socket_map"), "echo", "x") == "TEMP backend unreachable"
         reply = await policy_query(daemon.address("policy_service"), {"recipient": "ok@example.com"})
