@@ -21,7 +21,7 @@ import structlog
 from pfxhttp.config.model import LoggingConfig, LogLevel
 
 _LEVELS = {
-    LogLevel.NONE: logging.CRITICAL + 10,
+    LogLevel.NONE: logging.CRITICAL,  # and every event dropped, see configure_logging
     LogLevel.ERROR: logging.ERROR,
     LogLevel.INFO: logging.INFO,
     LogLevel.DEBUG: logging.DEBUG,
@@ -60,8 +60,21 @@ class _SdRenderer:
         return f"<{priority}>{self._inner(logger, method, event)}"
 
 
+def _drop(_logger: Any, _method: str, _event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    raise structlog.DropEvent
+
+
 def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> None:
     """Configure structlog for the process (structlog's configuration is process-wide by design)."""
+    if config.level is LogLevel.NONE:
+        # structlog filters at most at CRITICAL; pfxhttp never logs critical, and this drops even that.
+        structlog.configure(
+            processors=[_drop],
+            wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
+            logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+            cache_logger_on_first_use=False,
+        )
+        return
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -273,3 +273,32 @@ async def test_logs_carry_ids_and_never_secrets(nursery: trio.Nursery, backend: 
     connection_lines = [line for line in text.splitlines() if "listening" not in line]
     assert connection_lines and all("session=" in line for line in connection_lines)
     assert any("request=1" in line and "backend failed" in line for line in connection_lines)
+
+
+async def test_tcp6_listener(nursery: trio.Nursery, backend: Backend) -> None:
+    from tests.conftest import start_daemon
+
+    config = (
+        "server:\n  listen:\n    - {kind: socket_map, type: tcp6, address: '[::1]', port: 0}\n"
+        f"socket_maps:\n  echo:\n    target: {backend.url}/map\n    value_field: data.result\n"
+    )
+    daemon = await start_daemon(nursery, config)
+    address = daemon.address("socket_map", "tcp6")
+    assert address.startswith("[::1]:")
+    with trio.fail_after(10):
+        assert await socketmap_query(address, "echo", "v6@example.com") == "OK v6@example.com"
+
+
+async def test_random_garbage_never_stops_the_daemon(daemon: Daemon, backend: Backend) -> None:
+    import random
+
+    rng = random.Random(20261121)  # fixed seed: a failure is reproducible
+    alphabet = b"0123456789:, =\n\r\x00abc\xff"
+    with trio.fail_after(60):
+        for _ in range(150):
+            size = rng.randint(1, 400)
+            garbage = bytes(rng.choice(alphabet) for _ in range(size))
+            for kind in ("socket_map", "policy_service"):
+                await send_and_drain(daemon.address(kind), garbage)
+        assert await socketmap_query(daemon.address("socket_map"), "echo", "after") == "OK after"
+        assert await policy_query(daemon.address("policy_service"), {"recipient": "ok@x"}) == "action=OK\n\n"
