@@ -393,3 +393,35 @@ async def test_connections_use_tcp_nodelay() -> None:
             conn = pool._idle[0]
             seen.append(conn._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     assert seen == [1]
+
+
+async def test_liveness_poll_only_after_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The liveness syscall is skipped for connections used within LIVENESS_CHECK_AFTER seconds (the hot path)
+    and made for older ones; either way a connection the server closed never fails the request."""
+    from pfxhttp.backend import http11, pool
+
+    polls: list[bool] = []
+    real_is_dead = http11.Http11Connection.is_dead
+
+    def counting_is_dead(self: http11.Http11Connection) -> bool:
+        polls.append(dead := real_is_dead(self))
+        return dead
+
+    monkeypatch.setattr(http11.Http11Connection, "is_dead", counting_is_dead)
+    monkeypatch.setattr(pool, "LIVENESS_CHECK_AFTER", 0.2)
+
+    async def script(conn: ScriptedConnection) -> None:
+        for _ in range(10):
+            if await conn.read_request() is None:
+                return
+            await conn.respond(200, b"kept")
+
+    with trio.fail_after(5):
+        async with scripted_server(script) as server, client() as http:
+            for _ in range(3):
+                assert (await http.request(post(server), b"")).body == b"kept"
+            assert polls == []  # reused at once: no poll
+            await trio.sleep(0.3)
+            assert (await http.request(post(server), b"")).body == b"kept"
+    assert polls == [False]  # idle past the threshold: polled once, alive, reused
+    assert server.connections == 1

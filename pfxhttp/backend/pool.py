@@ -32,6 +32,10 @@ from pfxhttp.errors import BackendTimeout, BackendTransportError
 __all__ = ["HttpClient", "HttpResponse", "PreparedRequest", "Target", "prepare_request"]
 
 
+# Seconds a pooled connection must have been idle before it is polled for liveness at checkout.
+LIVENESS_CHECK_AFTER = 1.0
+
+
 @dataclass(slots=True)
 class _IdleBudget:
     """The idle-connection count shared by all origins of one client (``max_idle_connections``)."""
@@ -103,7 +107,10 @@ class _HostPool:
         while idle:
             conn = idle.pop()
             self._budget.count -= 1
-            if now - conn.idle_since > max_age or conn.is_dead():
+            idle_for = now - conn.idle_since
+            # The liveness poll is a syscall; a connection used within the last second is almost never closed
+            # by the server already, and that rare race is covered by the retry-once on a fresh connection.
+            if idle_for > max_age or (idle_for > LIVENESS_CHECK_AFTER and conn.is_dead()):
                 conn.close()
                 self._open -= 1
                 continue
