@@ -16,7 +16,7 @@ import trio
 
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config import parse_config
-from pfxhttp.config.model import LoggingConfig, LogLevel
+from pfxhttp.config.model import ListenKind, LoggingConfig, LogLevel
 from pfxhttp.demo.httpd import HttpReply, HttpRequest, serve_http
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.protocol.netstring import NetstringDecoder
@@ -184,11 +184,16 @@ class Daemon:
         return int(self.address(kind).rsplit(":", 1)[1])
 
 
-async def start_daemon(nursery: trio.Nursery, config_text: str, grace: float = 2.0) -> Daemon:
+async def start_daemon(
+    nursery: trio.Nursery,
+    config_text: str,
+    grace: float = 2.0,
+    idle_timeouts: dict[ListenKind, float] | None = None,
+) -> Daemon:
     stream = io.StringIO()
     configure_logging(LoggingConfig(level=LogLevel.DEBUG), stream=stream)
     config = parse_config(config_text, "test.yml")
-    server = Server(Runtime(config), get_logger(), grace=grace)
+    server = Server(Runtime(config), get_logger(), grace=grace, idle_timeouts=idle_timeouts)
     await nursery.start(server.serve)
     return Daemon(server, stream)
 

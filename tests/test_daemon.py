@@ -302,3 +302,21 @@ async def test_random_garbage_never_stops_the_daemon(daemon: Daemon, backend: Ba
                 await send_and_drain(daemon.address(kind), garbage)
         assert await socketmap_query(daemon.address("socket_map"), "echo", "after") == "OK after"
         assert await policy_query(daemon.address("policy_service"), {"recipient": "ok@x"}) == "action=OK\n\n"
+
+
+async def test_idle_connections_time_out_active_ones_do_not(nursery: trio.Nursery, backend: Backend) -> None:
+    from pfxhttp.config.model import ListenKind
+    from tests.conftest import daemon_config, start_daemon
+
+    timeouts = {ListenKind.SOCKET_MAP: 0.4, ListenKind.POLICY_SERVICE: 0.4}
+    daemon = await start_daemon(nursery, daemon_config(backend.url), idle_timeouts=timeouts)
+    with trio.fail_after(10):
+        async with (
+            await connect(daemon.address("socket_map")) as idle,
+            await connect(daemon.address("socket_map")) as busy,
+        ):
+            for i in range(12):  # 1.2 s of traffic, each gap well under the idle timeout
+                assert await socketmap_exchange(busy, "echo", f"k{i}") == f"OK k{i}"
+                await trio.sleep(0.1)
+            assert await idle.receive_some(10) == b""  # closed by the daemon meanwhile
+            assert await socketmap_exchange(busy, "echo", "still") == "OK still"

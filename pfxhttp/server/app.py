@@ -10,12 +10,13 @@ connection: an idle Postfix connection is one parked task and costs active ones 
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from typing import Any
 
 import trio
 
 from pfxhttp.backend.runtime import Runtime
-from pfxhttp.config.model import ListenConfig
+from pfxhttp.config.model import ListenConfig, ListenKind
 from pfxhttp.server.connection import ServerContext, serve_connection
 from pfxhttp.server.listeners import BoundListener, remove_unix_socket
 from pfxhttp.server.listeners import bind as bind_listener
@@ -28,11 +29,20 @@ _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOB
 class Server:
     """Serves one Runtime on its configured listeners until ``request_stop``."""
 
-    def __init__(self, runtime: Runtime, log: Any, *, grace: float = DEFAULT_GRACE) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        log: Any,
+        *,
+        grace: float = DEFAULT_GRACE,
+        idle_timeouts: Mapping[ListenKind, float] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.log = log
         self.grace = grace
-        self.context = ServerContext(runtime, log)
+        self.context = ServerContext(runtime, log, idle_timeouts)
+        # Sweep often enough that a connection never stays much past its idle timeout.
+        self.reap_interval = min(1.0, min(self.context.idle_timeouts.values()) / 4)
         self.bound: list[BoundListener] = []
         self._stop = trio.Event()
 
@@ -55,6 +65,12 @@ class Server:
             raise
         self.bound = bound
         return bound
+
+    async def _reap_idle(self) -> None:
+        registry = self.context.registry
+        while True:
+            await trio.sleep(self.reap_interval)
+            registry.reap(trio.current_time())
 
     async def _accept_loop(
         self, listener: trio.SocketListener, config: ListenConfig, nursery: trio.Nursery
@@ -84,6 +100,7 @@ class Server:
         try:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as acceptors:
+                    acceptors.start_soon(self._reap_idle)
                     for b in self.bound:
                         for lst in b.listeners:
                             acceptors.start_soon(self._accept_loop, lst, b.config, connections)

@@ -6,15 +6,17 @@ and only that connection is closed.
 
 Idle handling: while a connection waits for its next request it is "idle". Idle connections time out after a
 limit longer than Postfix's own (socketmap: Postfix closes idle connections after 10 s; policy: after
-smtpd_policy_service_max_idle = 300 s), so it is Postfix that normally closes, at a request boundary. At shutdown
-idle connections are closed at once, while a connection busy with a backend request finishes it and then closes.
+smtpd_policy_service_max_idle = 300 s), so it is Postfix that normally closes, at a request boundary. The
+timeout is enforced by one periodic sweep (``ConnectionRegistry.reap``) rather than a deadline per receive:
+moving a cancel-scope deadline twice per request cost more than parsing the request. At shutdown idle
+connections are closed at once, while a connection busy with a backend request finishes it and then closes.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -28,17 +30,23 @@ from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
 
 SOCKETMAP_IDLE_TIMEOUT = 60.0
 POLICY_IDLE_TIMEOUT = 330.0
+DEFAULT_IDLE_TIMEOUTS: Mapping[ListenKind, float] = {
+    ListenKind.SOCKET_MAP: SOCKETMAP_IDLE_TIMEOUT,
+    ListenKind.POLICY_SERVICE: POLICY_IDLE_TIMEOUT,
+}
 RECEIVE_SIZE = 65536
 
 
 class Connection:
-    """Per-connection state the server needs to see (for shutdown)."""
+    """Per-connection state the server needs to see (idle sweep, shutdown)."""
 
-    __slots__ = ("idle", "scope")
+    __slots__ = ("idle", "idle_since", "idle_timeout", "scope")
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout: float) -> None:
         self.scope = trio.CancelScope()
         self.idle = False
+        self.idle_since = 0.0
+        self.idle_timeout = idle_timeout
 
 
 class ConnectionRegistry:
@@ -56,6 +64,12 @@ class ConnectionRegistry:
 
     def discard(self, conn: Connection) -> None:
         self._connections.discard(conn)
+
+    def reap(self, now: float) -> None:
+        """Close connections idle for longer than their timeout."""
+        for conn in self._connections:
+            if conn.idle and now - conn.idle_since > conn.idle_timeout:
+                conn.scope.cancel()
 
     def stop(self) -> None:
         """Close idle connections now; busy ones close after their current reply."""
@@ -79,18 +93,17 @@ def _peer(stream: trio.abc.Stream) -> str:
 
 
 async def _receive(
-    stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry, idle: float
+    stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry
 ) -> bytes | bytearray:
-    """Wait for bytes as an idle connection; b"" on EOF. Idle timeout or shutdown cancels via conn.scope."""
+    """Wait for bytes as an idle connection; b"" on EOF. The idle sweep or shutdown cancels via conn.scope."""
     if registry.stopping:
         conn.scope.cancel()
+    conn.idle_since = trio.current_time()
     conn.idle = True
-    conn.scope.deadline = trio.current_time() + idle
     try:
         return await stream.receive_some(RECEIVE_SIZE)
     finally:
         conn.idle = False
-        conn.scope.deadline = float("inf")
 
 
 async def _socketmap_loop(
@@ -101,7 +114,7 @@ async def _socketmap_loop(
     max_reply = runtime.max_reply_size
     count = 0
     while True:
-        data = await _receive(stream, conn, ctx.registry, SOCKETMAP_IDLE_TIMEOUT)
+        data = await _receive(stream, conn, ctx.registry)
         if not data:
             decoder.eof()
             return count
@@ -129,7 +142,7 @@ async def _policy_loop(
     service = listener.name
     count = 0
     while True:
-        data = await _receive(stream, conn, ctx.registry, POLICY_IDLE_TIMEOUT)
+        data = await _receive(stream, conn, ctx.registry)
         if not data:
             decoder.eof()  # a close inside a block is a protocol error; at a boundary it is normal
             return count
@@ -154,8 +167,11 @@ async def _policy_loop(
 class ServerContext:
     """What connection tasks share: the current runtime and the connection registry."""
 
-    def __init__(self, runtime: Runtime, log: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, log: Any, idle_timeouts: Mapping[ListenKind, float] | None = None
+    ) -> None:
         self._runtime = runtime
+        self.idle_timeouts = dict(idle_timeouts or DEFAULT_IDLE_TIMEOUTS)
         self.registry = ConnectionRegistry()
         self.log = log
         self._session_ids = itertools.count(1)
@@ -176,7 +192,7 @@ _LOOPS: dict[ListenKind, Callable[..., Awaitable[int]]] = {
 
 async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig) -> None:
     """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all."""
-    conn = Connection()
+    conn = Connection(ctx.idle_timeouts[listener.kind])
     ctx.registry.add(conn)
     log = ctx.log.bind(session=ctx.session_id(), listener=listener.name or listener.describe())
     log.debug("connection opened", peer=_peer(stream))
