@@ -213,7 +213,7 @@ class Runtime:
             log.error("unknown policy service", request=request_id, service=service)
             return PolicyReply(self.policy_error_action)
         try:
-            body = entry.template.render_policy(request.as_dict())
+            body = entry.template.render_policy(request.attributes)  # one dict built, not two
         except PayloadError as exc:
             log.error(
                 "payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc)

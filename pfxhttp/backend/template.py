@@ -22,7 +22,7 @@ attribute map; empty for socket maps).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
@@ -197,8 +197,9 @@ class PayloadTemplate:
     def render_socketmap(self, key: str) -> str:
         return self._render({"Key": key, "key": key, "name": self._name, "attrs": {}})
 
-    def render_policy(self, attrs: Mapping[str, str]) -> str:
-        view = PolicyAttributes(attrs)
+    def render_policy(self, attrs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+        """``attrs``: a mapping, or the wire-order pairs of a PolicyRequest (the last of a repeated name wins)."""
+        view = attrs if isinstance(attrs, PolicyAttributes) else PolicyAttributes(attrs)
         return self._render({"Key": view, "key": view, "name": self._name, "attrs": view})
 
 

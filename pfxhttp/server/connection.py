@@ -15,6 +15,7 @@ connections are closed at once, while a connection busy with a backend request f
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -140,6 +141,7 @@ async def _policy_loop(
 ) -> int:
     decoder = PolicyDecoder()
     service = listener.name
+    debug = log.is_enabled_for(logging.DEBUG)
     count = 0
     while True:
         data = await _receive(stream, conn, ctx.registry)
@@ -149,16 +151,18 @@ async def _policy_loop(
         decoder.feed(data)
         while (request := decoder.next()) is not None:
             count += 1
-            log.debug(
-                "policy request",
-                request=count,
-                service=service,
-                protocol_state=request.get("protocol_state"),
-                sender=request.get("sender"),
-                recipient=request.get("recipient"),
-            )
+            if debug:  # the attribute look-ups cost something even when debug lines are dropped
+                log.debug(
+                    "policy request",
+                    request=count,
+                    service=service,
+                    protocol_state=request.get("protocol_state"),
+                    sender=request.get("sender"),
+                    recipient=request.get("recipient"),
+                )
             reply = await ctx.runtime().policy(service, request, log, count)
-            log.debug("policy reply", request=count, action=reply.action)
+            if debug:
+                log.debug("policy reply", request=count, action=reply.action)
             await stream.send_all(reply.encode())
         if ctx.registry.stopping:
             return count
