@@ -24,7 +24,7 @@ import trio
 
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import ListenConfig, ListenKind
-from pfxhttp.errors import ProtocolError
+from pfxhttp.errors import ProtocolError, ReplyError
 from pfxhttp.protocol.netstring import NetstringDecoder
 from pfxhttp.protocol.policy import PolicyDecoder
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
@@ -127,8 +127,8 @@ async def _socketmap_loop(
             reply = await ctx.runtime().socketmap(request, log, count)
             try:
                 wire = reply.encode(max_reply)
-            except Exception:
-                log.exception("reply could not be encoded", request=count)
+            except ReplyError as exc:  # the mapping checks sizes and bytes first; this is the last guard
+                log.error("reply could not be encoded", request=count, error=str(exc))
                 wire = SocketmapReply.perm("invalid reply").encode(max_reply)
             log.debug("socketmap reply", request=count, status=reply.status.value)
             await stream.send_all(wire)
@@ -214,5 +214,5 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
         log.exception("unexpected error, closing connection")
     finally:
         ctx.registry.discard(conn)
-        await trio.aclose_forcefully(stream)
         log.debug("connection closed", requests=requests)
+        await trio.aclose_forcefully(stream)  # may raise a pending Cancelled, after closing: keep it last
