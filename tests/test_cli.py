@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -173,6 +174,12 @@ async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> No
             )
             assert await socketmap_query(address, "aliases", "nobody@example.com") == "NOTFOUND "
             assert await socketmap_query(address, "domains", "example.org") == "OK example.org"
+            # The printed command works as printed (./dev demo runs pfxhttp from .venv, not from PATH).
+            printed = next(line for line in out.read_text().splitlines() if "query aliases office" in line)
+            shown = await trio.run_process(
+                shlex.split(printed.split("#")[0]), capture_stdout=True, check=False
+            )
+            assert shown.stdout == b"OK alice@example.com,bob@example.com\n"
             reject = await policy_query(
                 f"127.0.0.1:{port + 1}", {"sasl_username": "alice@example.com", "sender": "carol@example.org"}
             )

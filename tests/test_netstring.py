@@ -1,95 +1,42 @@
 """Netstring framing: every sample fed whole, byte by byte, with trailing bytes and in random splits.
 
-The feeding discipline follows h11's tests/test_io.py: a sans-IO decoder must give the same events however
-the bytes are cut, keep what follows a frame buffered, and refuse bad input early and for good.
+The feeding discipline (tests/feeding.py) follows h11's tests/test_io.py: a sans-IO decoder must give the same
+events however the bytes are cut, keep what follows a frame buffered, and refuse bad input early and for good.
 """
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pfxhttp.errors import NetstringError, ProtocolError
 from pfxhttp.protocol.netstring import DEFAULT_MAX_LENGTH, MAX_LENGTH_DIGITS, NetstringDecoder, encode
-
-SETTINGS = settings(max_examples=200, deadline=None)
+from tests import feeding
+from tests.feeding import SETTINGS, cut, feed_all
 
 Factory = Callable[[], NetstringDecoder]
 
 
-def splittings(data: bytes, seeds: int = 4) -> Iterator[list[bytes]]:
-    """Whole, one byte at a time, then a few deterministic random splits."""
-    yield [data]
-    yield [data[i : i + 1] for i in range(len(data))]
-    for seed in range(seeds):
-        rng = random.Random(seed)
-        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 8)))) if data else []
-        bounds = [0, *cuts, len(data)]
-        yield [data[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def feed_all(decoder: NetstringDecoder, chunks: list[bytes]) -> list[bytes]:
-    """Feed chunk by chunk, draining after each one as the server loop does."""
-    out: list[bytes] = []
-    for chunk in chunks:
-        decoder.feed(chunk)
-        while (payload := decoder.next()) is not None:
-            out.append(payload)
-    return out
-
-
 def assert_decodes(data: bytes, expected: list[bytes], factory: Factory = NetstringDecoder) -> None:
     """``data`` yields exactly ``expected``, however it is cut, and trailing bytes stay buffered."""
-    for chunks in splittings(data):
-        decoder = factory()
-        assert feed_all(decoder, chunks) == expected
-        assert decoder.at_boundary
-        decoder.eof()  # a close at a boundary is normal
-    # The next frame stays buffered and comes out next.
     follower = b"next frame"[: factory().max_length]  # within even a tiny test cap
-    for chunks in splittings(data + encode(follower), seeds=2):
-        decoder = factory()
-        assert feed_all(decoder, chunks) == [*expected, follower]
-        assert decoder.at_boundary
-    # A partial next frame stays buffered: not at a boundary, and a close there is an error.
-    for chunks in splittings(data + b"0:", seeds=2):
-        decoder = factory()
-        assert feed_all(decoder, chunks) == expected
-        assert not decoder.at_boundary
-        with pytest.raises(NetstringError):
-            decoder.eof()
-    # Garbage after the frames: the good frames come out first, then the garbage raises.
-    decoder = factory()
-    decoder.feed(data + b"x:")
-    for payload in expected:
-        assert decoder.next() == payload
-    with pytest.raises(NetstringError):
-        decoder.next()
+    feeding.assert_accepts(
+        data,
+        expected,
+        factory,
+        error=NetstringError,
+        follower=(encode(follower), follower),
+        partials=[b"0:"],
+        garbage=b"x:",
+    )
 
 
 def assert_rejected(data: bytes, factory: Factory = NetstringDecoder, *, needs_eof: bool = False) -> None:
     """``data`` raises NetstringError however it is cut (at eof only if ``needs_eof``), and for good."""
-    for chunks in splittings(data):
-        decoder = factory()
-        if needs_eof:
-            feed_all(decoder, chunks)
-            with pytest.raises(NetstringError):
-                decoder.eof()
-        else:
-            with pytest.raises(NetstringError):
-                feed_all(decoder, chunks)
-        # The failure is sticky: the stream cannot be resynchronised, even by a valid frame.
-        decoder.feed(b"3:abc,")
-        with pytest.raises(NetstringError):
-            decoder.next()
-        with pytest.raises(NetstringError):
-            decoder.eof()
-        assert not decoder.at_boundary
+    feeding.assert_rejected(data, factory, error=NetstringError, valid=b"3:abc,", needs_eof=needs_eof)
 
 
 # --- encoding ---------------------------------------------------------------------------------------
@@ -321,9 +268,8 @@ def test_encode_shape(payload: bytes) -> None:
 def test_round_trip_in_arbitrary_splits(payloads: list[bytes], data: st.DataObject) -> None:
     stream = b"".join(encode(p) for p in payloads)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
-    bounds = [0, *cuts, len(stream)]
     decoder = NetstringDecoder()
-    assert feed_all(decoder, [stream[a:b] for a, b in itertools.pairwise(bounds)]) == payloads
+    assert feed_all(decoder, cut(stream, cuts)) == payloads
     assert decoder.at_boundary
     decoder.eof()
 

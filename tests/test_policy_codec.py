@@ -4,12 +4,10 @@ and in random splits; every cap and malformation refused; replies that Postfix w
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pfxhttp.errors import PolicyError, ProtocolError, ReplyError
@@ -21,11 +19,8 @@ from pfxhttp.protocol.policy import (
     PolicyRequest,
     parse_reply,
 )
-
-SETTINGS = settings(max_examples=200, deadline=None)
-
-# Any character, with the troublesome ones (NUL, CR, LF, C1 control, lone surrogates) drawn often.
-HOSTILE_CHARS = st.one_of(st.characters(), st.sampled_from(["\x00", "\r", "\n", "\x85", "\ud800", "\udce9"]))
+from tests import feeding
+from tests.feeding import HOSTILE_CHARS, SETTINGS, cut, feed_all
 
 Factory = Callable[[], PolicyDecoder]
 
@@ -63,76 +58,27 @@ POSTFIX_BLOCK = (
 )
 
 
-def splittings(data: bytes, seeds: int = 4) -> Iterator[list[bytes]]:
-    """Whole, one byte at a time, then a few deterministic random splits."""
-    yield [data]
-    yield [data[i : i + 1] for i in range(len(data))]
-    for seed in range(seeds):
-        rng = random.Random(seed)
-        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 8)))) if data else []
-        yield [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
-
-
-def feed_all(decoder: PolicyDecoder, chunks: list[bytes]) -> list[PolicyRequest]:
-    """Feed chunk by chunk, draining after each one as the server loop does."""
-    out: list[PolicyRequest] = []
-    for chunk in chunks:
-        decoder.feed(chunk)
-        while (request := decoder.next()) is not None:
-            out.append(request)
-    return out
-
-
 def attrs(*pairs: tuple[str, str]) -> PolicyRequest:
     return PolicyRequest(tuple(pairs))
 
 
 def assert_decodes(data: bytes, expected: list[PolicyRequest], factory: Factory = PolicyDecoder) -> None:
     """``data`` yields exactly ``expected`` however it is cut, and what follows stays buffered."""
-    for chunks in splittings(data):
-        decoder = factory()
-        assert feed_all(decoder, chunks) == expected
-        assert decoder.at_boundary
-        decoder.eof()  # a close at a request boundary is normal
-    # The next request stays buffered and comes out next.
-    for chunks in splittings(data + b"n=1\n\n", seeds=2):
-        decoder = factory()
-        assert feed_all(decoder, chunks) == [*expected, attrs(("n", "1"))]
-        assert decoder.at_boundary
-    # A partial next request (complete lines, no empty line yet) is not a boundary; closing there is an error.
-    for tail in (b"n=1\n", b"n=", b"\r"):
-        for chunks in splittings(data + tail, seeds=2):
-            decoder = factory()
-            assert feed_all(decoder, chunks) == expected
-            assert not decoder.at_boundary
-            with pytest.raises(PolicyError):
-                decoder.eof()
-    # Garbage after the requests: the good ones come out first, then the garbage raises.
-    decoder = factory()
-    decoder.feed(data + b"garbage\n")
-    for request in expected:
-        assert decoder.next() == request
-    with pytest.raises(PolicyError):
-        decoder.next()
+    feeding.assert_accepts(
+        data,
+        expected,
+        factory,
+        error=PolicyError,
+        follower=(b"n=1\n\n", attrs(("n", "1"))),
+        # Partial next requests: complete lines without the empty line yet, a half line, a lone CR.
+        partials=[b"n=1\n", b"n=", b"\r"],
+        garbage=b"garbage\n",
+    )
 
 
 def assert_rejected(data: bytes, factory: Factory = PolicyDecoder, *, needs_eof: bool = False) -> None:
     """``data`` raises PolicyError however it is cut (at eof only if ``needs_eof``), and for good."""
-    for chunks in splittings(data):
-        decoder = factory()
-        if needs_eof:
-            feed_all(decoder, chunks)
-            with pytest.raises(PolicyError):
-                decoder.eof()
-        else:
-            with pytest.raises(PolicyError):
-                feed_all(decoder, chunks)
-        decoder.feed(b"a=b\n\n")  # a dead stream stays dead
-        with pytest.raises(PolicyError):
-            decoder.next()
-        with pytest.raises(PolicyError):
-            decoder.eof()
-        assert not decoder.at_boundary
+    feeding.assert_rejected(data, factory, error=PolicyError, valid=b"a=b\n\n", needs_eof=needs_eof)
 
 
 # --- requests -------------------------------------------------------------------------------------------
@@ -347,8 +293,7 @@ def test_request_round_trip_in_arbitrary_splits(requests: list[PolicyRequest], d
     stream = b"".join(r.encode() for r in requests)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
     decoder = PolicyDecoder()
-    chunks = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
-    assert feed_all(decoder, chunks) == requests
+    assert feed_all(decoder, cut(stream, cuts)) == requests
     assert decoder.at_boundary
     decoder.eof()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pfxhttp.errors import ProtocolError, ReplyError, SocketmapError
@@ -19,11 +19,7 @@ from pfxhttp.protocol.socketmap import (
     parse_reply,
     sanitize_reason,
 )
-
-SETTINGS = settings(max_examples=200, deadline=None)
-
-# Any character, with the troublesome ones (NUL, CR, LF, C1 control, lone surrogates) drawn often.
-HOSTILE_CHARS = st.one_of(st.characters(), st.sampled_from(["\x00", "\r", "\n", "\x85", "\ud800", "\udce9"]))
+from tests.feeding import HOSTILE_CHARS, SETTINGS
 
 
 def unframe(framed: bytes) -> bytes:

@@ -8,6 +8,7 @@ and served exactly as ``pfxhttp run`` would. Ctrl-C (SIGINT) or SIGTERM stops ev
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -35,8 +36,20 @@ def demo_config_text(backend_url: str, socketmap_port: int, policy_port: int) ->
     )
 
 
+def pfxhttp_command() -> str:
+    """How to run this pfxhttp again from a shell: ./dev demo runs it from .venv, which is not on PATH."""
+    program = Path(sys.argv[0])
+    if program.name == "pfxhttp":
+        found = shutil.which("pfxhttp")
+        if found and Path(found).resolve() == program.resolve():
+            return "pfxhttp"
+        return str(program.resolve())
+    return f"{sys.executable} -m pfxhttp"
+
+
 def instructions(config_path: Path, socketmap_port: int, policy_port: int) -> str:
     spec = f"socketmap:inet:127.0.0.1:{socketmap_port}"
+    pfxhttp = pfxhttp_command()
     return f"""
 pfxhttp demo is running. Try, from another terminal:
 
@@ -46,11 +59,11 @@ pfxhttp demo is running. Try, from another terminal:
   postmap -q example.org        {spec}:domains        # example.org
 
   printf 'sasl_username=alice@example.com\\nsender=office@example.com\\n\\n' \\
-    | pfxhttp --config {config_path} policy sender_login     # action=DUNNO
+    | {pfxhttp} --config {config_path} policy sender_login     # action=DUNNO
   printf 'sasl_username=alice@example.com\\nsender=carol@example.org\\n\\n' \\
-    | pfxhttp --config {config_path} policy sender_login     # action=REJECT 5.7.1 ...
+    | {pfxhttp} --config {config_path} policy sender_login     # action=REJECT 5.7.1 ...
 
-  pfxhttp --config {config_path} query aliases office@example.com   # same pipeline, without postmap
+  {pfxhttp} --config {config_path} query aliases office@example.com   # same pipeline, without postmap
 
 Postfix main.cf lines for this demo:
 
