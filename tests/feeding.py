@@ -64,6 +64,16 @@ def feed_all(decoder: Decoder[T], chunks: Iterable[bytes]) -> list[T]:
     return out
 
 
+def assert_only_raises(decoder: Decoder[object], data: bytes, error: type[Exception]) -> None:
+    """Arbitrary ``data``, fed byte by byte then closed, decodes or raises ``error`` (nothing else), and a
+    decoder that raised is never left at a boundary."""
+    try:
+        feed_all(decoder, [data[i : i + 1] for i in range(len(data))])
+        decoder.eof()
+    except error:
+        assert not decoder.at_boundary
+
+
 def assert_accepts(
     data: bytes,
     expected: list[T],

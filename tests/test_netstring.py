@@ -277,12 +277,4 @@ def test_round_trip_in_arbitrary_splits(payloads: list[bytes], data: st.DataObje
 @SETTINGS
 @given(data=st.binary(max_size=200))
 def test_arbitrary_bytes_only_ever_raise_netstring_error(data: bytes) -> None:
-    decoder = NetstringDecoder(max_length=64)
-    try:
-        for i in range(len(data)):
-            decoder.feed(data[i : i + 1])
-            while decoder.next() is not None:
-                pass
-        decoder.eof()
-    except NetstringError:
-        assert not decoder.at_boundary
+    feeding.assert_only_raises(NetstringDecoder(max_length=64), data, NetstringError)

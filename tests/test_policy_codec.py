@@ -322,11 +322,7 @@ def test_raw_bytes_round_trip_losslessly(lines: list[tuple[bytes, bytes]]) -> No
 @given(data=st.binary(max_size=300))
 def test_arbitrary_bytes_only_ever_raise_policy_error(data: bytes) -> None:
     decoder = PolicyDecoder(PolicyLimits(max_line_length=32, max_attributes=4, max_block_size=64))
-    try:
-        feed_all(decoder, [data[i : i + 1] for i in range(len(data))])
-        decoder.eof()
-    except PolicyError:
-        assert not decoder.at_boundary
+    feeding.assert_only_raises(decoder, data, PolicyError)
 
 
 # --- replies --------------------------------------------------------------------------------------------
