@@ -7,13 +7,15 @@ loop feeds received bytes to a decoder and writes what the reply objects encode.
 - :mod:`.netstring`: netstring framing (socketmap transport).
 - :mod:`.socketmap`: socketmap_table(5) requests and replies.
 - :mod:`.policy`: SMTPD_POLICY_README attribute blocks and replies.
+- :mod:`.tcptable`: tcp_table(5) request lines and replies.
 
-Both modules have a ``parse_reply`` function; import it from its module.
+socketmap, policy and tcptable each have a ``parse_reply`` function; import it from its module, as
+also ``tcptable.MAX_REPLY_LENGTH``, ``encode_text`` and ``decode_text``.
 """
 
 from __future__ import annotations
 
-from pfxhttp.protocol import netstring, policy, socketmap
+from pfxhttp.protocol import netstring, policy, socketmap, tcptable
 from pfxhttp.protocol.netstring import DEFAULT_MAX_LENGTH, NetstringDecoder
 from pfxhttp.protocol.policy import (
     MAX_ACTION_LENGTH,
@@ -28,6 +30,7 @@ from pfxhttp.protocol.socketmap import (
     SocketmapRequest,
     SocketmapStatus,
 )
+from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableReply, TcpTableRequest, TcpTableStatus
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
@@ -41,7 +44,12 @@ __all__ = [
     "SocketmapReply",
     "SocketmapRequest",
     "SocketmapStatus",
+    "TcpTableDecoder",
+    "TcpTableReply",
+    "TcpTableRequest",
+    "TcpTableStatus",
     "netstring",
     "policy",
     "socketmap",
+    "tcptable",
 ]
