@@ -184,6 +184,16 @@ def response_bytes(
     return head.encode() + b"\r\n" + body
 
 
+def chunked_bytes(
+    status: int = 200, pieces: Sequence[bytes] = (), *, headers: Sequence[tuple[str, str]] = ()
+) -> bytes:
+    """A chunked HTTP/1.1 response with one chunk per non-empty piece, then the last chunk."""
+    head = f"HTTP/1.1 {status} OK\r\nTransfer-Encoding: chunked\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces if piece)
+    return head.encode() + b"\r\n" + chunks + b"0\r\n\r\n"
+
+
 async def _handle(
     server: ScriptedServer, script: Script, ctx: ssl.SSLContext | None, raw: trio.SocketStream
 ) -> None:

@@ -3,7 +3,9 @@
 The hot path is ``Http11Connection.exchange``: one ``send_all`` of bytes prepared at load time, then
 ``receive_some`` into an httptools (llhttp) parser that lives as long as the connection. Response framing
 follows RFC 9112 section 6.3: 1xx interim responses are skipped, 204/304 have no body, Content-Length and
-chunked bodies are read to their end, and a response with neither is read until the server closes.
+chunked bodies are read to their end, and a response with neither is read until the server closes. A
+gzip-coded response body is inflated as it arrives (``contentcoding``); a body without Content-Encoding
+takes no extra step.
 
 Foreign exceptions become pfxhttp errors in exactly one table (``TRANSPORT_ERRORS``) so that the callers see
 only the ``BackendError`` tree; the detail goes into the message, never into ``reason``.
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 import httptools
 import trio
 
+from pfxhttp.backend.contentcoding import GzipDecoder, gzip_body, response_is_gzip
 from pfxhttp.errors import BackendBodyTooLarge, BackendError, BackendProtocolError, BackendTransportError
 
 # The foreign exceptions that mean "the way to the peer broke": refused, reset, broken pipe, DNS, TLS (trio
@@ -33,8 +36,12 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 9110 section 5.6.2: field names and methods are tokens.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST = re.compile(r"[A-Za-z0-9._-]+")
-# Fields that frame the message or manage the connection (RFC 9112 sections 6, 9.6): pfxhttp sets them.
-_MANAGED_FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te"})
+# Fields that frame the message or manage the connection (RFC 9112 sections 6, 9.6), and the content codings
+# (RFC 9110 sections 8.4, 12.5.3): pfxhttp sets them, since only it knows what it sends and can decode.
+_MANAGED_FIELDS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te"}
+    | {"content-encoding", "accept-encoding"}
+)
 # HEAD responses carry framing headers without a body; pfxhttp has nothing to map from them.
 _UNSUPPORTED_METHODS = frozenset({"HEAD", "CONNECT"})
 
@@ -113,27 +120,43 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
-    """A request head built once per entry at load; only Content-Length and the body vary per lookup."""
+    """A request head built once per entry at load; only Content-Length and the body vary per lookup.
+
+    With ``gzip_request`` a non-empty body is sent gzip-coded with ``Content-Encoding: gzip``; an empty one
+    is sent as it is and without that field, since there is no content to code (RFC 9110 section 8.4).
+    ``accept_gzip`` records that ``head`` carries ``Accept-Encoding: gzip``.
+    """
 
     target: Target
-    head: bytes  # request line and fields, each ending in CRLF; no Content-Length, no blank line
+    head: bytes  # request line and fields, each ending in CRLF; no Content-*, no blank line
+    gzip_request: bool = False
+    accept_gzip: bool = False
     # Derived once so that the hot path only joins bytes.
-    cl_prefix: bytes = field(init=False, repr=False, compare=False)
-    bodyless: bytes = field(init=False, repr=False, compare=False)
+    cl_prefix: bytes = field(init=False, repr=False, compare=False)  # Content-Encoding too when gzip_request
+    empty: bytes = field(init=False, repr=False, compare=False)  # the whole request for an empty body
     length_when_empty: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cl_prefix", self.head + b"Content-Length: ")
-        object.__setattr__(self, "bodyless", self.head + b"\r\n")
+        coding = b"Content-Encoding: gzip\r\n" if self.gzip_request else b""
+        object.__setattr__(self, "cl_prefix", self.head + coding + b"Content-Length: ")
         # RFC 9110 section 8.6: a user agent SHOULD send Content-Length 0 for a method that anticipates
         # content (POST, PUT, ...) even when it is empty, and none for one that does not (GET, ...).
         method = self.head.partition(b" ")[0]
-        object.__setattr__(self, "length_when_empty", method not in (b"GET", b"DELETE", b"OPTIONS", b"TRACE"))
+        with_length = method not in (b"GET", b"DELETE", b"OPTIONS", b"TRACE")
+        object.__setattr__(self, "length_when_empty", with_length)
+        object.__setattr__(
+            self, "empty", self.head + (b"Content-Length: 0\r\n\r\n" if with_length else b"\r\n")
+        )
 
     def wire(self, body: bytes | None) -> bytes:
-        """The exact bytes to send for ``body``: head, Content-Length when due, blank line, body."""
+        """The exact bytes to send for ``body``: head, Content-Length when due, blank line, body.
+
+        With ``gzip_request`` the body is compressed here, before its length is taken.
+        """
         if not body:
-            return self.cl_prefix + b"0\r\n\r\n" if self.length_when_empty else self.bodyless
+            return self.empty
+        if self.gzip_request:
+            body = gzip_body(body)
         return b"".join((self.cl_prefix, b"%d\r\n\r\n" % len(body), body))
 
 
@@ -143,12 +166,20 @@ def _check_value(what: str, value: str) -> None:
 
 
 def prepare_request(
-    method: str, target: Target, headers: Sequence[tuple[str, str]], *, user_agent: str
+    method: str,
+    target: Target,
+    headers: Sequence[tuple[str, str]],
+    *,
+    user_agent: str,
+    gzip_request: bool = False,
+    accept_gzip: bool = False,
 ) -> PreparedRequest:
     """Build the request head once; ValueError for a bad method, header name or value.
 
     A custom ``User-Agent`` replaces the default one; fields that frame the message (Host, Content-Length,
-    Transfer-Encoding, Connection, ...) are pfxhttp's to set and are refused.
+    Transfer-Encoding, Connection, ...) or name content codings (Content-Encoding, Accept-Encoding) are
+    pfxhttp's to set and are refused. ``gzip_request`` gzips non-empty request bodies; ``accept_gzip`` sends
+    ``Accept-Encoding: gzip``. A gzip-coded response is inflated either way (a server may code it unasked).
     """
     if not _TOKEN.fullmatch(method):
         raise ValueError(f"invalid HTTP method {method!r}")
@@ -165,9 +196,12 @@ def prepare_request(
             raise ValueError(f"header {name!r} is set by pfxhttp and cannot be configured")
         _check_value(f"header {name!r}", value)
         lines.append(f"{name}: {value}")
+    if accept_gzip:
+        lines.append("Accept-Encoding: gzip")
     lines.append("Connection: keep-alive")
     # Field values are opaque octets to HTTP (RFC 9110 section 5.5); UTF-8 is what configuration files hold.
-    return PreparedRequest(target, ("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    return PreparedRequest(target, head, gzip_request=gzip_request, accept_gzip=accept_gzip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +236,9 @@ class Http11Connection:
         "_body",
         "_body_size",
         "_chunked",
+        "_coding",
         "_content_length",
+        "_decoder",
         "_extra",
         "_fields_size",
         "_head_size",
@@ -241,6 +277,8 @@ class Http11Connection:
         self._headers_done = False
         self._content_length: int | None = None
         self._chunked = False
+        self._coding: bytes | None = None  # every Content-Encoding value, comma-joined
+        self._decoder: GzipDecoder | None = None
         self._body: list[bytes] = []
         self._body_size = 0
         self._response: HttpResponse | None = None
@@ -317,6 +355,8 @@ class Http11Connection:
         raise BackendTransportError(f"{what}: connection closed by the server")
 
     def _finish(self) -> HttpResponse:
+        if self._decoder is not None:
+            self._decoder.finish()
         response = self._response = HttpResponse(self._status, tuple(self._headers), b"".join(self._body))
         return response
 
@@ -327,6 +367,7 @@ class Http11Connection:
             raise _ExtraBytes  # a second message behind ours on a connection we alone use: never reuse it
         self._headers = []
         self._fields_size = 0
+        self._coding = None
 
     def on_status(self, status: bytes) -> None:
         self._fields_size += len(status) + 15  # plus "HTTP/1.1 200 " and CRLF
@@ -341,6 +382,9 @@ class Http11Connection:
         elif name == b"transfer-encoding":
             # RFC 9112 section 6.3: only a final "chunked" coding frames the body.
             self._chunked = value.rstrip().lower().endswith(b"chunked")
+        elif name == b"content-encoding":
+            # RFC 9110 section 5.3: repeated fields form one comma-separated list.
+            self._coding = value if self._coding is None else self._coding + b"," + value
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -356,14 +400,21 @@ class Http11Connection:
         self._status = status
         if status in (204, 304):
             self._content_length = 0  # RFC 9112 section 6.3 item 1: no body whatever the fields say
-        elif self._content_length is not None and self._content_length > self._max_body:
+            return
+        # Content-Length counts coded bytes (RFC 9110 section 8.6): the cap holds for them as for plain ones.
+        if self._content_length is not None and self._content_length > self._max_body:
             raise BackendBodyTooLarge(f"Content-Length {self._content_length} over the {self._max_body} cap")
+        if self._coding is not None and response_is_gzip(self._coding):
+            self._decoder = GzipDecoder(self._max_body)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > self._max_body:
             raise BackendBodyTooLarge(f"response body over the {self._max_body} byte cap")
-        self._body.append(body)
+        if self._decoder is None:
+            self._body.append(body)
+        else:
+            self._body.append(self._decoder.feed(body))
 
     def on_message_complete(self) -> None:
         if not self._headers_done:

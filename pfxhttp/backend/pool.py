@@ -262,8 +262,10 @@ class HttpClient:
     async def request(self, prepared: PreparedRequest, body: bytes | None) -> HttpResponse:
         """Send ``prepared`` with ``body`` and return the final response.
 
-        One deadline (``timeout``) covers waiting for a slot, connecting, TLS, writing and reading. Raises
-        BackendTimeout, BackendTransportError, BackendProtocolError or BackendBodyTooLarge.
+        One deadline (``timeout``) covers waiting for a slot, connecting, TLS, writing and reading. The body
+        is gzipped when ``prepared.gzip_request`` says so (``PreparedRequest.wire``); a gzip-coded response
+        comes back inflated, within ``max_body_size`` both coded and inflated. Raises BackendTimeout,
+        BackendTransportError, BackendProtocolError or BackendBodyTooLarge.
         """
         if self.closed:
             raise BackendTransportError("HTTP client closed")
