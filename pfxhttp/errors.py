@@ -8,13 +8,15 @@ Every exception pfxhttp raises on purpose derives from :class:`PfxhttpError`::
     ├── ProtocolError               a Postfix client sent bytes that break the wire protocol (Remote)
     │   ├── NetstringError          bad netstring framing, length over the cap
     │   ├── SocketmapError          a netstring whose payload is not ``NAME SP KEY``
-    │   └── PolicyError             a policy attribute block over a cap or malformed
+    │   ├── PolicyError             a policy attribute block over a cap or malformed
+    │   └── TcpTableError           a tcp_table(5) request line malformed, not ``get`` or over the cap
     ├── ReplyError                  we were about to send a reply Postfix must never see (Local)
     └── BackendError                the HTTP backend or the path to it failed; ``reason`` is short and fixed
         ├── BackendTimeout          the one total deadline of a backend request expired
         ├── BackendTransportError   connect, TLS, reset, closed early
         ├── BackendProtocolError    the peer did not speak valid HTTP/1.1
         ├── BackendBodyTooLarge     the response body exceeded the cap
+        ├── BackendBusy             the worker pool and its wait queue are full (back-pressure)
         └── PayloadError            the rendered request payload is not valid JSON
 
 Remote errors (``ProtocolError``) close the offending connection only. ``BackendError`` turns into a
@@ -107,6 +109,10 @@ class PolicyError(ProtocolError):
     """A policy attribute block that is malformed or exceeds a cap."""
 
 
+class TcpTableError(ProtocolError):
+    """A tcp_table(5) request line that is malformed, not ``get``, or longer than the cap."""
+
+
 class ReplyError(PfxhttpError):
     """A reply that must never be sent (too long, empty action, CR/LF/NUL inside)."""
 
@@ -140,6 +146,12 @@ class BackendProtocolError(BackendError):
 
 class BackendBodyTooLarge(BackendError):
     reason = "response too large"
+
+
+class BackendBusy(BackendError):
+    """Too many backend requests in flight and waiting: answered at once instead of queueing without bound."""
+
+    reason = "server busy"
 
 
 class PayloadError(BackendError):

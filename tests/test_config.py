@@ -19,6 +19,9 @@ from pfxhttp.config import (
     ListenKind,
     ListenType,
     LogLevel,
+    ResponseCacheConfig,
+    WorkerPoolConfig,
+    blocks,
     entries,
     find_config,
     listen,
@@ -139,7 +142,7 @@ def test_every_supported_key_is_loaded() -> None:
     assert demo.custom_headers == (("X-One", "1"), ("X-Two", "two words"))
     assert demo.payload == '{"k": "{{ .Key }}"}'
     assert (demo.status_code, demo.value_field, demo.error_field, demo.no_error_value) == (
-        201,
+        (201,),
         "data.result",
         "error",
         "not-found",
@@ -150,7 +153,7 @@ def test_every_supported_key_is_loaded() -> None:
     assert demo.key_path("payload") == "socket_maps.demo.payload"
     pol = config.policy_services["pol"]
     assert pol.kind is EntryKind.POLICY_SERVICE
-    assert (pol.payload, pol.status_code, pol.value_field, pol.http_auth_basic) == (None, 200, None, None)
+    assert (pol.payload, pol.status_code, pol.value_field, pol.http_auth_basic) == (None, (200,), None, None)
     assert pol.location_of("payload") == Location("pfxhttp.yml", 49, 3)  # absent: the entry's own key
 
 
@@ -354,23 +357,22 @@ def test_upstream_readme_config_loads_with_warnings() -> None:
     assert config.server.tls.root_ca == "/etc/ssl/certs/ca-certificates.crt"
     assert set(config.socket_maps) == {"demo_map", "oidc_demo_map", "jwt_demo_map"}
     assert config.policy_services["example_policy"].payload == "{{ .Key }}"
+    # Keys of the backends work that upstream has too now load instead of warning.
+    assert config.server.listen[0].worker_pool == WorkerPoolConfig(max_workers=5, max_queue=20)
+    assert config.server.response_cache == ResponseCacheConfig(enabled=True, ttl=300.0)
+    assert config.server.worker_pool == WorkerPoolConfig(max_workers=10, max_queue=100)
+    oidc = config.socket_maps["oidc_demo_map"]
+    assert oidc.http_request_compression and oidc.http_response_compression
     assert config.warnings == (
         "server.run_as_user (line 2): not supported by this version yet; ignored",
         "server.run_as_group (line 3): not supported by this version yet; ignored",
-        "server.listen[0].worker_pool (line 10): not supported by this version yet; ignored",
         "server.listen[1].systemd_socket_name (line 18): not supported by this version yet; ignored",
         "server.listen[2] (line 19): listener kind 'dovecot_sasl' is not supported by this version yet; "
         "skipped",
         "server.http_client.proxy (line 38): not supported by this version yet; ignored",
-        "server.response_cache (line 39): not supported by this version yet; ignored",
-        "server.worker_pool (line 42): not supported by this version yet; ignored",
         "server.jwt_db_path (line 45): not supported by this version yet; ignored",
         "server.observability (line 46): not supported by this version yet; ignored",
         "socket_maps.oidc_demo_map.backend_oidc_auth (line 64): not supported by this version yet; ignored",
-        "socket_maps.oidc_demo_map.http_request_compression (line 69): not supported by this version yet; "
-        "ignored",
-        "socket_maps.oidc_demo_map.http_response_compression (line 70): not supported by this version yet; "
-        "ignored",
         "socket_maps.jwt_demo_map.jwt_auth (line 73): not supported by this version yet; ignored",
         "dovecot_sasl (line 89): not supported by this version yet; ignored",
     )
@@ -434,14 +436,18 @@ def test_defaults_entry_is_merged_into_every_entry() -> None:
     assert relay.custom_headers == (("X-Common", "yes"), ("X-Two", "2"), ("X-Pfx-Name", "relay_domains"))
     assert relay.target == "https://api.example.com/postfix/map"
     assert relay.http_auth_basic == BasicAuth("user", "secret")
-    assert (relay.payload, relay.status_code, relay.value_field) == ('{"key": "{{ .Key }}"}', 200, "result")
+    assert (relay.payload, relay.status_code, relay.value_field) == (
+        '{"key": "{{ .Key }}"}',
+        (200,),
+        "result",
+    )
     assert relay.locations["target"] == Location("pfxhttp.yml", 5, 13)  # where defaults wrote it
     assert relay.locations["custom_headers"] == Location("pfxhttp.yml", 14, 7)  # the entry's own list
     assert relay.locations[""] == Location("pfxhttp.yml", 12, 3)
     transport = config.socket_maps["transport_maps"]
     assert transport.target == "https://other.example.com/api"
     assert transport.locations["target"] == Location("pfxhttp.yml", 16, 13)
-    assert transport.status_code == 201
+    assert transport.status_code == (201,)
     assert transport.value_field == "result"  # "" counts as not written, as upstream's zero value
     assert transport.custom_headers == (("X-Common", "yes"), ("X-Two", "2"))
     assert config.socket_maps["bare"].target == "https://api.example.com/postfix/map"
@@ -485,10 +491,10 @@ def test_anchors_aliases_and_merge_keys() -> None:
     one, two = config.socket_maps["one"], config.socket_maps["two"]
     assert (one.target, one.status_code, one.custom_headers) == (
         "https://api.example.com/map",
-        200,
+        (200,),
         (("X-A", "1"),),
     )
-    assert (two.status_code, two.custom_headers) == (202, (("X-A", "1"),))
+    assert (two.status_code, two.custom_headers) == ((202,), (("X-A", "1"),))
 
 
 @pytest.mark.parametrize("written", ['"0660"', "0660", "660", '"0o660"', '"660"'])
@@ -546,7 +552,7 @@ def test_example_config_loads_cleanly_and_documents_every_key() -> None:
     config = load_config(path)
     assert config.warnings == ()
     assert config.source == str(path)
-    assert config.socket_maps and config.policy_services and len(config.server.listen) == 2
+    assert config.socket_maps and config.policy_services and len(config.server.listen) == 3
     text = path.read_text()
     documented = (
         *loader.TOP_KEYS,
@@ -560,6 +566,11 @@ def test_example_config_loads_cleanly_and_documents_every_key() -> None:
         *listen.LISTEN_KEYS,
         *listen.LISTEN_DEFERRED,
         *entries.ENTRY_KEYS,
+        *blocks.WORKER_POOL_KEYS,
+        *blocks.RESPONSE_CACHE_KEYS,
+        *blocks.CACHE_KEYS,
+        *blocks.CIRCUIT_BREAKER_KEYS,
+        *(kind.value for kind in ListenKind),
     )
     missing = [key for key in documented if key not in text]
     assert missing == []

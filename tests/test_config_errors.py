@@ -262,6 +262,95 @@ def test_listener_errors(listener: str, expected: str) -> None:
     assert errors(text) == [expected]
 
 
+@pytest.mark.parametrize(
+    ("listener", "expected"),
+    [
+        (
+            "{kind: tcp_table, type: tcp, address: 127.0.0.1, port: 1}",
+            at("3:7", "server.listen[0]", "a tcp_table listener needs a 'name' from socket_maps"),
+        ),
+        (
+            "{kind: tcp_table, name: alias, type: tcp, address: 127.0.0.1, port: 1}",
+            at(
+                "3:31",
+                "server.listen[0].name",
+                "no socket_maps entry named 'alias' (did you mean 'aliases'?)",
+            ),
+        ),
+        (
+            "{kind: tcp_table, name: policy, type: tcp, address: 127.0.0.1, port: 1}",
+            at("3:31", "server.listen[0].name", "no socket_maps entry named 'policy'"),
+        ),
+        (
+            "{kind: policy_service, name: aliases, type: tcp, address: 127.0.0.1, port: 1}",
+            at("3:36", "server.listen[0].name", "no policy_services entry named 'aliases'"),
+        ),
+        (
+            "{kind: tcp_tabel, type: tcp, address: 127.0.0.1, port: 1}",
+            at(
+                "3:14",
+                "server.listen[0].kind",
+                "unknown listener kind 'tcp_tabel' (did you mean 'tcp_table'?)",
+            ),
+        ),
+        (
+            "{type: tcp, address: 127.0.0.1, port: 1, worker_pool: {max_workers: 0, max_queue: 1}}",
+            at("3:75", "server.listen[0].worker_pool.max_workers", "must be between 1 and 65536"),
+        ),
+    ],
+)
+def test_tcp_table_and_worker_pool_listener_errors(listener: str, expected: str) -> None:
+    # tcp_table requests carry no map name (tcp_table(5)): the listener names the socket_maps entry it serves.
+    text = (
+        f"server:\n  listen:\n    - {listener}\n"
+        "socket_maps:\n  aliases: {target: http://h/}\n"
+        "policy_services:\n  policy: {target: http://h/}\n"
+    )
+    assert errors(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("response_cache: [on]", at("4:19", "server.response_cache", "expected a mapping, got a list")),
+        (
+            "response_cache: {enabled: 1}",
+            at("4:29", "server.response_cache.enabled", "expected true or false, got an integer"),
+        ),
+        (
+            "response_cache: {enabled: true, ttl: 0}",
+            at("4:40", "server.response_cache.ttl", "must be greater than 0"),
+        ),
+        (
+            "response_cache: {enable: true}",
+            at("4:20", "server.response_cache.enable", "unknown key (did you mean 'enabled'?)"),
+        ),
+        ("worker_pool: 12", at("4:16", "server.worker_pool", "expected a mapping, got an integer")),
+        (
+            "worker_pool: {max_workers: 1}",
+            at("4:16", "server.worker_pool", "missing required key 'max_queue'"),
+        ),
+        (
+            "worker_pool: {max_workers: 0, max_queue: 0}",
+            at("4:30", "server.worker_pool.max_workers", "must be between 1 and 65536"),
+        ),
+        (
+            "worker_pool: {max_workers: 1, max_queue: -1}",
+            at("4:44", "server.worker_pool.max_queue", "must be between 0 and 1000000"),
+        ),
+    ],
+)
+def test_server_response_cache_and_worker_pool_errors(server: str, expected: str) -> None:
+    assert errors(LISTEN + f"  {server}\n") == [expected]
+
+
+def test_a_misspelt_worker_pool_key_is_named_and_the_missing_one_too() -> None:
+    assert errors(LISTEN + "  worker_pool: {max_worker: 1, max_queue: 1}\n") == [
+        at("4:16", "server.worker_pool", "missing required key 'max_workers'"),
+        at("4:17", "server.worker_pool.max_worker", "unknown key (did you mean 'max_workers'?)"),
+    ]
+
+
 def test_listeners_on_the_same_endpoint() -> None:
     assert errors(
         """\
@@ -412,8 +501,8 @@ def test_deferred_keys_need_no_validation() -> None:
     # Whatever upstream-only keys hold is not checked here: it belongs to a later version.
     config = parse_config(
         LISTEN
-        + "  response_cache: [not, a, mapping]\n  worker_pool: 12\n"
+        + "  observability: [not, a, mapping]\n  chroot: 12\n"
         + "socket_maps:\n  m: {target: http://h/, jwt_auth: yes, grpc: {address: x}}\n"
     )
     assert len(config.warnings) == 4
-    assert config.warnings[0] == "server.response_cache (line 4): not supported by this version yet; ignored"
+    assert config.warnings[0] == "server.observability (line 4): not supported by this version yet; ignored"

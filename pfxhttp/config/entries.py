@@ -1,8 +1,12 @@
 """The ``socket_maps`` and ``policy_services`` sections: entries, their ``defaults`` entry, and merging.
 
-Upstream pfxhttp reads both sections into one Go struct, so both accept the same keys. A ``defaults`` entry
-is merged into every other entry of its section: the entry's own keys win, except ``custom_headers``, where
-the defaults' headers come first and the entry's follow (upstream's additive merge).
+Upstream pfxhttp reads both sections into one Go struct, so both accept the same keys; the keys of what a
+policy service answers when its backend fails (``error_action``, ``on_error``) are errors on a socket map. A
+``defaults`` entry is merged into every other entry of its section: the entry's own keys win, except
+``custom_headers`` (the defaults' headers first, then the entry's: upstream's additive merge) and ``query``
+(the defaults' parameters plus the entry's, the entry's value winning for a name both set). Mapping-valued
+keys (``cache``, ``circuit_breaker``) are replaced whole. ``value_field`` and ``value_template`` are one
+choice: an entry that writes either one drops the other from ``defaults``.
 """
 
 from __future__ import annotations
@@ -10,50 +14,62 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import Node
 
-from pfxhttp.config.model import BasicAuth, EntryConfig, EntryKind
-from pfxhttp.config.values import check_map_name, check_target, parse_basic_auth, parse_header
-from pfxhttp.config.yamlnodes import (
-    Item,
-    Problems,
-    as_int,
-    as_str,
-    is_null,
-    join,
-    mapping_items,
-    sequence_items,
-    suggest,
+from pfxhttp.config.entrykeys import parse_value
+from pfxhttp.config.model import (
+    DEFAULT_POLICY_ERROR_ACTION,
+    BasicAuth,
+    CacheConfig,
+    CircuitBreakerConfig,
+    EntryConfig,
+    EntryKind,
+    HttpMethod,
+    OnError,
 )
+from pfxhttp.config.values import check_map_name
+from pfxhttp.config.yamlnodes import Item, Problems, join, mapping_items, suggest
 from pfxhttp.errors import ConfigError, Location
 
 DEFAULTS_KEY = "defaults"  # reserved by upstream: never an entry, never a listener name
 
 ENTRY_KEYS = (
     "target",
+    "method",
+    "query",
     "custom_headers",
     "payload",
     "status_code",
+    "not_found_status",
     "value_field",
+    "value_template",
     "error_field",
     "no_error_value",
     "http_auth_basic",
+    "http_request_compression",
+    "http_response_compression",
+    "cache",
+    "circuit_breaker",
+    "error_action",
+    "on_error",
 )
+POLICY_ONLY_KEYS = ("error_action", "on_error")
 # Keys upstream pfxhttp accepts in an entry (some in older releases only) that this version ignores.
 ENTRY_DEFERRED = (
     "jwt_auth",  # older releases: token endpoint + credentials, tokens kept in server.jwt_db_path
     "oidc_auth",  # older name of backend_oidc_auth
     "backend_oidc_auth",
     "sasl_oidc_auth",  # dovecot_sasl only
-    "http_request_compression",
-    "http_response_compression",
     "default_local_port",  # dovecot_sasl only
     "transport",  # dovecot_sasl only: json or grpc
     "grpc",  # dovecot_sasl only
 )
+_MODEL_DEFAULTS = EntryConfig(name="", kind=EntryKind.SOCKET_MAP, target="")  # the model's own defaults
+_ONE_OF = ("value_field", "value_template")
 
-_JSON_BOOL_SPELLINGS = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +117,9 @@ def parse_section(item: Item | None, kind: EntryKind, problems: Problems) -> Sec
     errors_before = len(problems.errors)
     for entry in items:
         if entry.key == DEFAULTS_KEY:
-            defaults = _parse_fields(entry.value, join(kind.value, DEFAULTS_KEY), problems) or {}
+            path = join(kind.value, DEFAULTS_KEY)
+            defaults = _parse_fields(entry.value, path, kind, problems) or {}
+            _cross_check(defaults, set(defaults), path, problems)
     defaults_failed = len(problems.errors) > errors_before
     entries: dict[str, EntryConfig] = {}
     names: set[str] = set()
@@ -116,12 +134,14 @@ def parse_section(item: Item | None, kind: EntryKind, problems: Problems) -> Sec
             problems.wrap(entry.key_node, path, exc)
             continue
         errors_before = len(problems.errors)
-        fields = _parse_fields(entry.value, path, problems)
+        fields = _parse_fields(entry.value, path, kind, problems)
         if fields is None or len(problems.errors) > errors_before:
             continue  # already reported; a "missing target" on top would only be noise
         merged = _merge(defaults, fields)
         if defaults_failed and "target" not in merged:
             continue  # the target may be the broken one in `defaults`: that error was reported there
+        if not _cross_check(merged, set(fields), path, problems):
+            continue
         built = _build(entry, kind, merged, path, problems)
         if built is not None:
             entries[entry.key] = built
@@ -131,15 +151,54 @@ def parse_section(item: Item | None, kind: EntryKind, problems: Problems) -> Sec
 def _merge(defaults: dict[str, Field], own: dict[str, Field]) -> dict[str, Field]:
     merged = {**defaults, **own}
     if "custom_headers" in defaults and "custom_headers" in own:
-        headers = (*_headers(defaults), *_headers(own))
+        headers = (*_pairs(defaults, "custom_headers"), *_pairs(own, "custom_headers"))
         merged["custom_headers"] = Field(headers, own["custom_headers"].location)
+    if "query" in defaults and "query" in own:
+        query = dict(_pairs(defaults, "query")) | dict(_pairs(own, "query"))
+        merged["query"] = Field(tuple(query.items()), own["query"].location)
+    for mine, other in (_ONE_OF, _ONE_OF[::-1]):
+        if mine in own and other not in own:
+            merged.pop(other, None)
     return merged
 
 
-def _headers(fields: dict[str, Field]) -> tuple[tuple[str, str], ...]:
-    value = fields["custom_headers"].value
+def _pairs(fields: dict[str, Field], key: str) -> tuple[tuple[str, str], ...]:
+    value = fields[key].value
     assert isinstance(value, tuple)
     return value
+
+
+def _get(fields: dict[str, Field], key: str, kind: type[T], default: T) -> T:
+    value = fields[key].value if key in fields else None
+    return value if isinstance(value, kind) else default
+
+
+def _cross_check(fields: dict[str, Field], own: set[str], path: str, problems: Problems) -> bool:
+    """Checks between keys, after merging. Reported only when ``own`` (the keys the entry itself wrote)
+    holds one of the keys involved: otherwise ``defaults`` alone is wrong and was reported there."""
+    ok = True
+    success = _get(fields, "status_code", tuple, _MODEL_DEFAULTS.status_code)
+    not_found = _get(fields, "not_found_status", tuple, _MODEL_DEFAULTS.not_found_status)
+    both = sorted(set(success) & set(not_found))
+    if both and own & {"status_code", "not_found_status"}:
+        key = "not_found_status" if "not_found_status" in own else "status_code"
+        default = "" if "not_found_status" in fields else " (not_found_status defaults to 404)"
+        codes = ", ".join(str(code) for code in both)
+        problems.error_at(
+            fields[key].location,
+            join(path, key),
+            f"status {codes} is in both status_code and not_found_status{default}",
+        )
+        ok = False
+    method = _get(fields, "method", HttpMethod, HttpMethod.POST)
+    if method is HttpMethod.GET and "payload" in own:
+        problems.error_at(
+            fields["payload"].location,
+            join(path, "payload"),
+            "the method is GET, which sends no request body: remove 'payload' or use POST or PUT",
+        )
+        ok = False
+    return ok
 
 
 def _build(
@@ -151,30 +210,38 @@ def _build(
         )
         return None
     locations = {"": problems.loc(entry.key_node)} | {name: f.location for name, f in fields.items()}
+    blank = _MODEL_DEFAULTS
 
     def text(name: str) -> str | None:
-        value = fields[name].value if name in fields else None
-        return value if isinstance(value, str) else None
+        return _get(fields, name, str, None)
 
-    status = fields["status_code"].value if "status_code" in fields else 200
-    auth = fields["http_auth_basic"].value if "http_auth_basic" in fields else None
-    assert isinstance(status, int) and (auth is None or isinstance(auth, BasicAuth))
     return EntryConfig(
         name=entry.key,
         kind=kind,
         target=str(fields["target"].value),
         payload=text("payload"),
-        custom_headers=_headers(fields) if "custom_headers" in fields else (),
-        status_code=status,
+        custom_headers=_get(fields, "custom_headers", tuple, ()),
+        status_code=_get(fields, "status_code", tuple, blank.status_code),
+        not_found_status=_get(fields, "not_found_status", tuple, blank.not_found_status),
+        method=_get(fields, "method", HttpMethod, blank.method),
+        query=_get(fields, "query", tuple, ()),
+        value_template=text("value_template"),
         value_field=text("value_field"),
         error_field=text("error_field"),
         no_error_value=text("no_error_value"),
-        http_auth_basic=auth,
+        http_auth_basic=_get(fields, "http_auth_basic", BasicAuth, None),
+        http_request_compression=_get(fields, "http_request_compression", bool, False),
+        http_response_compression=_get(fields, "http_response_compression", bool, False),
+        # `cache: false` / `circuit_breaker: false` (a bool here) turn off what `defaults` turned on.
+        cache=_get(fields, "cache", CacheConfig, None),
+        circuit_breaker=_get(fields, "circuit_breaker", CircuitBreakerConfig, None),
+        error_action=_get(fields, "error_action", str, DEFAULT_POLICY_ERROR_ACTION),
+        on_error=_get(fields, "on_error", OnError, blank.on_error),
         locations=MappingProxyType(locations),
     )
 
 
-def _parse_fields(node: Node, path: str, problems: Problems) -> dict[str, Field] | None:
+def _parse_fields(node: Node, path: str, kind: EntryKind, problems: Problems) -> dict[str, Field] | None:
     """Parse one entry (or ``defaults``); keys whose value is null or empty count as not written, as the
     zero value does upstream, so they inherit from ``defaults``."""
     items = mapping_items(node, path, problems)
@@ -183,56 +250,27 @@ def _parse_fields(node: Node, path: str, problems: Problems) -> dict[str, Field]
     fields: dict[str, Field] = {}
     for key, item in check_keys(items, path, ENTRY_KEYS, ENTRY_DEFERRED, problems).items():
         key_path = join(path, key)
-        value = _parse_value(key, item.value, key_path, problems)
+        if kind is EntryKind.SOCKET_MAP and key in POLICY_ONLY_KEYS:
+            problems.error(
+                item.key_node,
+                key_path,
+                f"'{key}' is only for policy_services (a socket map answers TEMP or TIMEOUT when its "
+                "backend fails)",
+            )
+            continue
+        value = parse_value(key, item.value, key_path, kind, problems)
         if value is not None and value != "":
             fields[key] = Field(value, problems.loc(item.value))
+    both = [key for key in _ONE_OF if key in fields]
+    if len(both) == 2:
+        second = max((_by_key(items, key) for key in both), key=lambda i: i.key_node.start_mark.index)
+        problems.error(
+            second.key_node,
+            join(path, second.key),
+            "value_field and value_template exclude each other: choose one",
+        )
     return fields
 
 
-def _parse_value(key: str, node: Node, path: str, problems: Problems) -> object:
-    if key == "status_code":
-        code = as_int(node, path, problems)
-        if code is not None and not 100 <= code <= 599:
-            problems.error(node, path, f"status code {code} is not between 100 and 599")
-            return None
-        return code
-    if key == "custom_headers":
-        return _parse_headers(node, path, problems)
-    text = as_str(node, path, problems)
-    if text is None or text == "":
-        return None
-    try:
-        if key == "target":
-            return check_target(text)
-        if key == "http_auth_basic":
-            return parse_basic_auth(text)
-    except ConfigError as exc:
-        problems.wrap(node, path, exc)
-        return None
-    if key == "no_error_value" and isinstance(node, ScalarNode) and text in _JSON_BOOL_SPELLINGS:
-        # The backend compares with the JSON text of the error field, where booleans are true/false.
-        return text.lower()
-    return text
-
-
-def _parse_headers(node: Node, path: str, problems: Problems) -> tuple[tuple[str, str], ...] | None:
-    if is_null(node):
-        return None
-    if isinstance(node, ScalarNode):
-        # A lone string is one header: upstream's decoder lifts a scalar into a one-element list.
-        elements: list[tuple[str, Node]] = [(path, node)]
-    else:
-        nodes = sequence_items(node, path, problems)
-        if nodes is None:
-            return None
-        elements = [(f"{path}[{index}]", element) for index, element in enumerate(nodes)]
-    headers: list[tuple[str, str]] = []
-    for element_path, element in elements:
-        text = as_str(element, element_path, problems)
-        if text is None:
-            continue
-        try:
-            headers.append(parse_header(text))
-        except ConfigError as exc:
-            problems.wrap(element, element_path, exc)
-    return tuple(headers)
+def _by_key(items: list[Item], key: str) -> Item:
+    return next(item for item in items if item.key == key)

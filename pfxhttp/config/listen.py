@@ -1,15 +1,18 @@
 """The ``server.listen`` section: where pfxhttp accepts Postfix connections.
 
 Upstream's newer releases take a list of listeners; its first releases took one mapping without ``kind``.
-Both load. Each listener is a socketmap or a policy-delegation endpoint on tcp, tcp6 or a unix socket.
+Both load. Each listener is a socketmap, a policy-delegation or a tcp_table(5) endpoint on tcp, tcp6 or a unix
+socket. A tcp_table request carries no map name, so such a listener names the ``socket_maps`` entry it serves,
+as a policy_service listener names its ``policy_services`` entry.
 """
 
 from __future__ import annotations
 
 from yaml.nodes import MappingNode, Node
 
+from pfxhttp.config.blocks import parse_worker_pool
 from pfxhttp.config.entries import DEFAULTS_KEY, Section, check_keys
-from pfxhttp.config.model import ListenConfig, ListenKind, ListenType
+from pfxhttp.config.model import EntryKind, ListenConfig, ListenKind, ListenType, WorkerPoolConfig
 from pfxhttp.config.values import check_map_name, parse_octal_mode
 from pfxhttp.config.yamlnodes import (
     Item,
@@ -23,13 +26,23 @@ from pfxhttp.config.yamlnodes import (
 )
 from pfxhttp.errors import ConfigError
 
-LISTEN_KEYS = ("kind", "name", "type", "address", "port", "mode", "user", "group")
-LISTEN_DEFERRED = ("systemd_socket_name", "worker_pool")
+LISTEN_KEYS = ("kind", "name", "type", "address", "port", "mode", "user", "group", "worker_pool")
+LISTEN_DEFERRED = ("systemd_socket_name",)
 LISTEN_KINDS_DEFERRED = ("dovecot_sasl",)
 
 
-def parse_listeners(item: Item, policy_services: Section, problems: Problems) -> tuple[ListenConfig, ...]:
-    """All supported listeners; kinds upstream has and we do not are skipped with a warning."""
+# The listener kinds that serve one named entry, and the section that entry must be in.
+NAMED_KINDS = {
+    ListenKind.POLICY_SERVICE: EntryKind.POLICY_SERVICE,
+    ListenKind.TCP_TABLE: EntryKind.SOCKET_MAP,
+}
+
+
+def parse_listeners(
+    item: Item, sections: dict[EntryKind, Section], problems: Problems
+) -> tuple[ListenConfig, ...]:
+    """All supported listeners; kinds upstream has and we do not are skipped with a warning. ``sections``:
+    the parsed socket_maps and policy_services, whose entry names tcp_table and policy_service listeners use."""
     # Old releases had one listener as a mapping; newer ones a list.
     if isinstance(item.value, MappingNode):
         nodes: list[tuple[str, Node]] = [("server.listen", item.value)]
@@ -43,7 +56,7 @@ def parse_listeners(item: Item, policy_services: Section, problems: Problems) ->
     listeners: list[ListenConfig] = []
     seen: dict[tuple[str, int | str], str] = {}
     for path, node in nodes:
-        listener = _listener(node, path, policy_services, problems)
+        listener = _listener(node, path, sections, problems)
         if listener is None:
             continue
         if listener.type is ListenType.UNIX:
@@ -61,7 +74,9 @@ def parse_listeners(item: Item, policy_services: Section, problems: Problems) ->
     return tuple(listeners)
 
 
-def _listener(node: Node, path: str, policy_services: Section, problems: Problems) -> ListenConfig | None:
+def _listener(
+    node: Node, path: str, sections: dict[EntryKind, Section], problems: Problems
+) -> ListenConfig | None:
     errors_before = len(problems.errors)
     items = mapping_items(node, path, problems)
     if items is None:
@@ -116,7 +131,10 @@ def _listener(node: Node, path: str, policy_services: Section, problems: Problem
             address = address[1:-1]
     elif "\x00" in address:
         problems.error(keys["address"].value, join(path, "address"), "a unix socket path cannot hold NUL")
-    name = _listener_name(keys, kind, path, policy_services, problems, node)
+    name = _listener_name(keys, kind, path, sections, problems, node)
+    pool: WorkerPoolConfig | None = None
+    if "worker_pool" in keys:
+        pool = parse_worker_pool(keys["worker_pool"], join(path, "worker_pool"), problems)
     port, mode = _listener_port_mode(keys, listen_type, path, problems, node)
     unix_only = {"user": text("user"), "group": text("group")}
     if listen_type is not None and listen_type is not ListenType.UNIX:
@@ -135,6 +153,7 @@ def _listener(node: Node, path: str, policy_services: Section, problems: Problem
         mode=mode,
         user=unix_only["user"],
         group=unix_only["group"],
+        worker_pool=pool,
         location=problems.loc(node),
     )
 
@@ -143,15 +162,16 @@ def _listener_name(
     keys: dict[str, Item],
     kind: ListenKind,
     path: str,
-    policy_services: Section,
+    sections: dict[EntryKind, Section],
     problems: Problems,
     node: Node,
 ) -> str | None:
     name_path = join(path, "name")
     name = as_str(keys["name"].value, name_path, problems) if "name" in keys else None
+    section = NAMED_KINDS.get(kind)
     if not name:
-        if kind is ListenKind.POLICY_SERVICE:
-            problems.error(node, path, "a policy_service listener needs a 'name' from policy_services")
+        if section is not None:
+            problems.error(node, path, f"a {kind.value} listener needs a 'name' from {section.value}")
             return None
         return ""  # socket_map: the map name comes with every request
     value_node = keys["name"].value
@@ -163,12 +183,12 @@ def _listener_name(
     if name == DEFAULTS_KEY:
         problems.error(value_node, name_path, f"'{DEFAULTS_KEY}' is reserved and cannot name a listener")
         return None
-    if kind is ListenKind.POLICY_SERVICE and name not in policy_services.names:
+    if section is not None and name not in sections[section].names:
         problems.error(
             value_node,
             name_path,
-            f"no policy_services entry named {name!r}",
-            suggest(name, sorted(policy_services.names)),
+            f"no {section.value} entry named {name!r}",
+            suggest(name, sorted(sections[section].names)),
         )
         return None
     return name

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode
 
+from pfxhttp.config.blocks import duration, parse_response_cache, parse_worker_pool
 from pfxhttp.config.entries import Section, check_keys, parse_section
 from pfxhttp.config.listen import parse_listeners
 from pfxhttp.config.model import (
@@ -29,13 +30,11 @@ from pfxhttp.config.model import (
     ServerConfig,
     TlsConfig,
 )
-from pfxhttp.config.values import parse_duration
 from pfxhttp.config.yamlnodes import (
     Item,
     Problems,
     as_bool,
     as_int,
-    as_scalar,
     as_str,
     compose,
     is_null,
@@ -55,13 +54,19 @@ DEFAULT_SEARCH_PATH: tuple[Path, ...] = (
 
 TOP_KEYS = ("server", "socket_maps", "policy_services")
 TOP_DEFERRED = ("dovecot_sasl",)
-SERVER_KEYS = ("listen", "logging", "http_client", "tls", "socketmap_max_reply_size")
+SERVER_KEYS = (
+    "listen",
+    "logging",
+    "http_client",
+    "tls",
+    "socketmap_max_reply_size",
+    "response_cache",
+    "worker_pool",
+)
 SERVER_DEFERRED = (
     "run_as_user",
     "run_as_group",
     "chroot",
-    "response_cache",
-    "worker_pool",
     "observability",
     "jwt_db_path",  # older releases, for jwt_auth
 )
@@ -152,7 +157,8 @@ def parse_config(text: str, source: str = "<string>", entry_check: EntryCheck | 
         problems.errors.append(ConfigError("missing required section 'server'", location=start))
         server_config = ServerConfig()
     else:
-        server_config = _server(server, policy_services, problems)
+        sections = {EntryKind.SOCKET_MAP: socket_maps, EntryKind.POLICY_SERVICE: policy_services}
+        server_config = _server(server, sections, problems)
     if entry_check is not None:
         for section in (socket_maps, policy_services):
             for entry in section.entries.values():
@@ -167,7 +173,7 @@ def parse_config(text: str, source: str = "<string>", entry_check: EntryCheck | 
     )
 
 
-def _server(item: Item, policy_services: Section, problems: Problems) -> ServerConfig:
+def _server(item: Item, sections: dict[EntryKind, Section], problems: Problems) -> ServerConfig:
     items = mapping_items(item.value, "server", problems)
     if items is None:
         return ServerConfig()
@@ -177,7 +183,7 @@ def _server(item: Item, policy_services: Section, problems: Problems) -> ServerC
         problems.error(item.key_node, "server", "missing required key 'listen'")
         listeners: tuple[ListenConfig, ...] = ()
     else:
-        listeners = parse_listeners(listen, policy_services, problems)
+        listeners = parse_listeners(listen, sections, problems)
     reply_size = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
     if "socketmap_max_reply_size" in keys:
         node = keys["socketmap_max_reply_size"].value
@@ -192,6 +198,12 @@ def _server(item: Item, policy_services: Section, problems: Problems) -> ServerC
         http_client=_http_client(keys.get("http_client"), problems),
         tls=_tls(keys.get("tls"), problems),
         socketmap_max_reply_size=reply_size,
+        response_cache=parse_response_cache(keys.get("response_cache"), "server.response_cache", problems),
+        worker_pool=(
+            parse_worker_pool(keys["worker_pool"], "server.worker_pool", problems)
+            if "worker_pool" in keys
+            else None
+        ),
     )
 
 
@@ -252,11 +264,11 @@ def _http_client(item: Item | None, problems: Problems) -> HttpClientConfig:
     for key, entry in keys.items():
         key_path = join(path, key)
         if key in seconds:
-            duration = _duration(entry.value, key_path, problems)
-            if duration is not None and duration > MAX_HTTP_DURATION:
+            seconds_value = duration(entry.value, key_path, problems)
+            if seconds_value is not None and seconds_value > MAX_HTTP_DURATION:
                 problems.error(entry.value, key_path, "must not exceed 1h")
-            elif duration is not None and not (key == "timeout" and duration == 0):  # timeout 0 = not set
-                seconds[key] = duration
+            elif seconds_value is not None and not (key == "timeout" and seconds_value == 0):  # 0 = not set
+                seconds[key] = seconds_value
         else:
             count = as_int(entry.value, key_path, problems)
             if count is not None and not 0 <= count <= MAX_POOL_SIZE:
@@ -270,17 +282,6 @@ def _http_client(item: Item | None, problems: Problems) -> HttpClientConfig:
         max_idle_connections=counts["max_idle_connections"],
         max_idle_connections_per_host=counts["max_idle_connections_per_host"],
     )
-
-
-def _duration(node: Node, path: str, problems: Problems) -> float | None:
-    raw = as_scalar(node, path, problems)
-    if raw is None:
-        return None
-    try:
-        return parse_duration(raw)
-    except ConfigError as exc:
-        problems.wrap(node, path, exc)
-        return None
 
 
 def _tls(item: Item | None, problems: Problems) -> TlsConfig:

@@ -20,6 +20,22 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 class ListenKind(enum.Enum):
     SOCKET_MAP = "socket_map"
     POLICY_SERVICE = "policy_service"
+    TCP_TABLE = (
+        "tcp_table"  # Postfix tcp:host:port (tcp_table(5)); the listener's name selects the socket map
+    )
+
+
+class HttpMethod(enum.Enum):
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+
+
+class OnError(enum.Enum):
+    """What a policy service answers when its backend fails."""
+
+    REPLY = "reply"  # answer error_action
+    CLOSE = "close"  # close without replying: Postfix applies smtpd_policy_service_default_action
 
 
 class ListenType(enum.Enum):
@@ -43,6 +59,14 @@ class EntryKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerPoolConfig:
+    """Limit on backend requests in flight (never on connections); requests beyond wait in a bounded queue."""
+
+    max_workers: int
+    max_queue: int  # waiting requests beyond max_workers; more are answered TEMP / the policy error action
+
+
+@dataclass(frozen=True, slots=True)
 class ListenConfig:
     kind: ListenKind
     name: str
@@ -52,6 +76,7 @@ class ListenConfig:
     mode: int | None = None  # unix sockets only; octal in YAML ("0660")
     user: str | None = None  # unix sockets only: chown after bind
     group: str | None = None
+    worker_pool: WorkerPoolConfig | None = None  # this listener's own limit, inside the server-wide one
     location: Location | None = None
 
     def describe(self) -> str:
@@ -95,12 +120,43 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseCacheConfig:
+    """pfxhttp's server.response_cache: serve the last good answer for the same name and key when the
+    backend fails (bounded)."""
+
+    enabled: bool = False
+    ttl: float = 3600.0  # how long a last good answer may stand in for a failing backend, seconds
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: tuple[ListenConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     http_client: HttpClientConfig = field(default_factory=HttpClientConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     socketmap_max_reply_size: int = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
+    response_cache: ResponseCacheConfig = field(default_factory=ResponseCacheConfig)
+    worker_pool: WorkerPoolConfig | None = None  # server-wide limit on backend requests in flight
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Per-entry answer cache (off unless configured)."""
+
+    ttl: float  # fresh positive answers served without a backend call, seconds
+    negative_ttl: float = 0.0  # fresh NOTFOUND / DUNNO answers, seconds (0: not cached)
+    stale_if_error: float = 0.0  # how long past ttl an answer may be served when the backend fails, seconds
+    max_entries: int = 10_000  # LRU bound
+    key_attributes: tuple[str, ...] = ()  # policy services: the attributes the cache key is built from
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    failures: int  # consecutive backend failures that open the circuit
+    cooldown: float  # seconds to answer TEMP / the error action at once before a probe request
+
+
+DEFAULT_POLICY_ERROR_ACTION = "DEFER_IF_PERMIT Service temporarily unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +177,21 @@ class EntryConfig:
     target: str
     payload: str | None = None  # None: the kind's default payload (see backend.template)
     custom_headers: tuple[tuple[str, str], ...] = ()
-    status_code: int = 200
+    status_code: tuple[int, ...] = (200,)  # YAML: one code or a list
+    not_found_status: tuple[int, ...] = (404,)  # answered NOTFOUND / DUNNO
+    method: HttpMethod = HttpMethod.POST  # GET sends no body
+    query: tuple[tuple[str, str], ...] = ()  # URL query parameter name -> template source
+    value_template: str | None = None  # Jinja2 (sandboxed) over response/status/key/attrs; "" = not found
     value_field: str | None = None
     error_field: str | None = None
     no_error_value: str | None = None
     http_auth_basic: BasicAuth | None = None
+    http_request_compression: bool = False  # gzip the request body
+    http_response_compression: bool = False  # ask for gzip responses (Accept-Encoding) and inflate them
+    cache: CacheConfig | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+    error_action: str = DEFAULT_POLICY_ERROR_ACTION  # policy services: the answer when the backend fails
+    on_error: OnError = OnError.REPLY
     # Location of each key's value as written in the file (after defaults merging, the location of
     # whichever of the entry or `defaults` supplied it). Key: field name; also "" for the entry itself.
     locations: Mapping[str, Location] = field(default_factory=dict)

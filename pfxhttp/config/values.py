@@ -1,4 +1,5 @@
-"""Parsers for the single values of a pfxhttp configuration: durations, headers, credentials, names.
+"""Parsers for the single values of a pfxhttp configuration: durations, headers, credentials, names, target
+URLs, policy error actions.
 
 Every function here is pure and raises :class:`~pfxhttp.errors.ConfigError` with a message only; the loader
 adds the file location and key path, because only it knows where the value stood.
@@ -6,12 +7,14 @@ adds the file location and key path, because only it knows where the value stood
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import urllib.parse
 
 from pfxhttp.config.model import BasicAuth
 from pfxhttp.errors import ConfigError
+from pfxhttp.protocol.policy import MAX_ACTION_LENGTH
 
 DURATION_SYNTAX = (
     "a Go duration such as 500ms, 10s, 1m30s or 1h2m3.5s (units ns, us, ms, s, m, h), "
@@ -105,19 +108,108 @@ def parse_basic_auth(text: str) -> BasicAuth:
 
 
 def check_target(url: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL with a host; the backend POSTs to it as written."""
-    if not url or any(c.isspace() or ord(c) < 0x20 for c in url):
-        raise ConfigError(f"target {url!r} must be an http:// or https:// URL without blanks")
+    """Return ``url`` if it is an absolute http(s) URL with a host.
+
+    The URL may hold template expressions (``{{ key }}``, ``{{ .Key }}``, ``{{ attrs.sender }}``) in its path
+    and query; it is then checked with every expression replaced by a placeholder. Scheme, host and port must
+    be literal: a key must never choose which server is asked (the backend layer compiles the templates and
+    percent-encodes what they yield as one path segment).
+    """
+    if not url:
+        raise ConfigError("target must be an http:// or https:// URL")
+    if "{%" in url or "{#" in url:
+        raise ConfigError(f"target {url!r}: only {{{{ expression }}}} templates are allowed in a URL")
+    start = url.find("{{")
+    if start < 0:
+        return _check_url(url, url)
+    if not _LITERAL_ORIGIN.match(url[:start]):
+        raise ConfigError(
+            f"target {url!r}: scheme, host and port must be written literally; a template expression "
+            "may only follow them, in the path or query (after the '/' or '?' that ends the host)"
+        )
+    if _TEMPLATE_EXPRESSION.sub("", url).find("{{") >= 0:
+        raise ConfigError(f"target {url!r} has an unclosed template expression ('{{{{' without '}}}}')")
+    return _check_url(_TEMPLATE_EXPRESSION.sub(_PLACEHOLDER, url), url)
+
+
+# A template may start only after "scheme://authority" and the "/", "?" or "#" that ends the authority.
+_LITERAL_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#{]+[/?#]")
+_TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+_PLACEHOLDER = "x"  # what an expression yields at most after percent-encoding, for the syntax check
+
+
+def _check_url(url: str, shown: str) -> str:
+    """Check ``url`` (the target with templates replaced); messages quote ``shown``, the target as written."""
+    if any(c.isspace() or ord(c) < 0x20 for c in url):
+        raise ConfigError(f"target {shown!r} must be an http:// or https:// URL without blanks")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigError(f"target {url!r} must use http:// or https://")
+        raise ConfigError(f"target {shown!r} must use http:// or https://")
     if not parts.hostname:
-        raise ConfigError(f"target {url!r} has no host")
+        raise ConfigError(f"target {shown!r} has no host")
     try:
         parts.port  # noqa: B018 - evaluated for its ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"target {url!r} has an invalid port") from exc
-    return url
+        raise ConfigError(f"target {shown!r} has an invalid port") from exc
+    return shown
+
+
+# access(5) actions a policy service may answer when its backend fails: each defers the mail or lets the
+# other restrictions decide. OK would accept mail the policy never checked, REJECT/5NN bounce it, DISCARD
+# loses it, HOLD parks it until someone looks: a backend fault must never do any of that.
+_ERROR_ACTIONS = ("DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT", "DUNNO")
+_REFUSED_ACTIONS = {
+    "OK": "would accept mail the policy never checked",
+    "REJECT": "would bounce mail",
+    "DISCARD": "would lose mail",
+    "HOLD": "would hold mail in the queue until an operator releases it",
+}
+_FOUR_NN = re.compile(r"4\d\d")
+
+
+def check_error_action(text: str) -> str:
+    """Return the policy ``error_action`` without surrounding blanks, or raise if it could lose mail.
+
+    The first word must be DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT, DUNNO or a 4NN code (access(5); Postfix
+    compares action names case-insensitively). CR, LF and NUL would inject lines into the policy reply.
+    """
+    action = text.strip()
+    if not action:
+        raise ConfigError("error_action must not be empty (Postfix reads an empty action as OK)")
+    if any(c in action for c in "\r\n\x00"):
+        raise ConfigError("error_action must be one line without CR, LF or NUL")
+    try:
+        size = len(action.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigError("error_action must be valid Unicode text (no lone surrogates)") from None
+    if size > MAX_ACTION_LENGTH:
+        raise ConfigError(f"error_action is longer than {MAX_ACTION_LENGTH} bytes")
+    word = action.split(None, 1)[0]
+    if word.upper() in _ERROR_ACTIONS or _FOUR_NN.fullmatch(word):
+        return action
+    if word[:1] == "5" and word.isdigit():
+        why = "would bounce mail"
+    else:
+        why = _REFUSED_ACTIONS.get(word.upper(), "is not an action that defers or stays neutral")
+    raise ConfigError(
+        f"error_action {word!r} {why}; a backend fault must answer DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT, "
+        "a 4NN code or DUNNO",
+        suggestion=suggest_word(word.upper(), _ERROR_ACTIONS),
+    )
+
+
+def suggest_word(word: str, choices: tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def check_attribute_name(name: str) -> str:
+    """A policy attribute name as Postfix sends it: ``name=value`` lines, so no ``=``, blanks or controls."""
+    if not name:
+        raise ConfigError("an attribute name must not be empty")
+    if any(c == "=" or c.isspace() or ord(c) < 0x20 for c in name):
+        raise ConfigError(f"attribute name {name!r} must not contain '=', blanks or control characters")
+    return name
 
 
 def check_map_name(name: str, what: str = "name") -> str:

@@ -54,6 +54,10 @@ class Problems:
         location = self.loc(node) if node is not None else None
         self.errors.append(ConfigError(message, location=location, path=path, suggestion=suggestion))
 
+    def error_at(self, location: Location, path: str, message: str) -> None:
+        """An error about a value already parsed (a check between keys), at its recorded location."""
+        self.errors.append(ConfigError(message, location=location, path=path))
+
     def wrap(self, node: Node, path: str, exc: ConfigError) -> None:
         """Re-raise a value parser's location-less error at ``node``."""
         self.error(node, path, exc.message, exc.suggestion)
