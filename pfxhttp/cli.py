@@ -23,7 +23,8 @@ from typing import Any
 import trio
 
 from pfxhttp import __version__
-from pfxhttp.backend.runtime import Runtime, check_entry
+from pfxhttp.backend.compile import check_entry
+from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config import find_config, load_config
 from pfxhttp.config.model import Config
 from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
@@ -129,10 +130,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_TEMPFAIL
 
 
-async def _one_policy(runtime: Runtime, name: str, request: PolicyRequest) -> bytes:
+async def _one_policy(runtime: Runtime, name: str, request: PolicyRequest) -> bytes | None:
     try:
         reply = await runtime.policy(name, request, get_logger(command="policy"))
-        return reply.encode()
+        return None if reply is None else reply.encode()
     finally:
         await runtime.aclose()
 
@@ -163,7 +164,14 @@ def cmd_policy(args: argparse.Namespace) -> int:
         print(f"pfxhttp: invalid policy attributes: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.server.logging)
-    sys.stdout.buffer.write(trio.run(_one_policy, runtime, args.name, request))
+    reply = trio.run(_one_policy, runtime, args.name, request)
+    if reply is None:
+        print(
+            "pfxhttp: no reply (on_error: close): Postfix would apply smtpd_policy_service_default_action",
+            file=sys.stderr,
+        )
+        return EXIT_TEMPFAIL
+    sys.stdout.buffer.write(reply)
     return EXIT_OK
 
 

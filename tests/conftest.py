@@ -40,7 +40,11 @@ class Backend:
 
     async def __call__(self, request: HttpRequest) -> HttpReply:
         self.requests.append(request)
-        route = self.routes.get(request.path.split("?", 1)[0])
+        path = request.path.split("?", 1)[0]
+        route = self.routes.get(path)
+        if route is None:  # "PREFIX*" routes match any path starting with PREFIX (REST-style resources)
+            matches = [p for p in self.routes if p.endswith("*") and path.startswith(p[:-1])]
+            route = self.routes[max(matches, key=len)] if matches else None
         if route is None:
             return HttpReply(404, b'{"error":"no such route"}')
         return await route(request)

@@ -6,7 +6,6 @@ import orjson
 import pytest
 
 from pfxhttp.backend.mapping import (
-    DEFAULT_POLICY_ERROR_ACTION,
     FieldPath,
     Outcome,
     OutcomeKind,
@@ -16,6 +15,7 @@ from pfxhttp.backend.mapping import (
     render_value,
     socketmap_reply,
 )
+from pfxhttp.config.model import DEFAULT_POLICY_ERROR_ACTION
 from pfxhttp.protocol.socketmap import SocketmapStatus
 
 RULES = ResponseRules(

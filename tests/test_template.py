@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfxhttp.backend.template import _GO_KEY, PayloadTemplate, _environment, _finalize, _plain_plan
+from pfxhttp.backend.context import jinja_source
+from pfxhttp.backend.template import PayloadTemplate, _environment, _finalize, _plain_plan
 from pfxhttp.config.model import EntryConfig, EntryKind
 from pfxhttp.errors import ConfigError, Location, PayloadError
 
@@ -143,12 +144,12 @@ def test_sandbox_blocks_attribute_escapes() -> None:
 def test_plain_plan_renders_exactly_like_jinja(source: str, key: str) -> None:
     template = PayloadTemplate(entry(None))  # compile something valid, then swap in each source for the check
     env = _environment()
-    jinja_source = _GO_KEY.sub(r"{{\1 Key \2}}", source)
-    plan = _plain_plan(env, jinja_source)
+    rewritten = jinja_source(source)
+    plan = _plain_plan(env, rewritten)
     assert plan is not None
     context = {"Key": key, "key": key, "name": "demo", "attrs": {}}
     fast = "".join(p if isinstance(p, str) else _finalize(context[p.name]) for p in plan)
-    assert fast == env.from_string(jinja_source).render(context)
+    assert fast == env.from_string(rewritten).render(context)
     assert template.always_json
 
 

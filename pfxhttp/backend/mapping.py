@@ -16,18 +16,20 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
+from pfxhttp.backend.template import ValueTemplate
+from pfxhttp.errors import PayloadError, ReplyError
 from pfxhttp.protocol.policy import MAX_ACTION_LENGTH, PolicyReply
 from pfxhttp.protocol.socketmap import SocketmapReply
+from pfxhttp.protocol.tcptable import TcpTableReply
 
 DEFAULT_NOT_FOUND_STATUSES: frozenset[int] = frozenset({404})
-DEFAULT_POLICY_ERROR_ACTION = "DEFER_IF_PERMIT Service temporarily unavailable"
 
 _SIMPLE_PATH = re.compile(r"^\$?\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _MISSING = object()
@@ -130,10 +132,14 @@ class ResponseRules:
     no_error_value: str | None = None
     success_statuses: frozenset[int] = frozenset({200})
     not_found_statuses: frozenset[int] = DEFAULT_NOT_FOUND_STATUSES
+    value_template: ValueTemplate | None = None  # instead of value_path
 
 
-def classify(rules: ResponseRules, status: int, body: bytes) -> Outcome:
-    """Map an HTTP status and body to an Outcome, per the contract table."""
+def classify(
+    rules: ResponseRules, status: int, body: bytes, context: Mapping[str, Any] | None = None
+) -> Outcome:
+    """Map an HTTP status and body to an Outcome, per the contract table. ``context``: the lookup's template
+    names, for ``value_template``."""
     if status not in rules.success_statuses:
         if status in rules.not_found_statuses:
             return Outcome(OutcomeKind.NOT_FOUND, detail=f"HTTP {status}")
@@ -153,6 +159,14 @@ def classify(rules: ResponseRules, status: int, body: bytes) -> Outcome:
             error_text = render_value(raw_error)
             if error_text and error_text != rules.no_error_value:
                 return Outcome(OutcomeKind.ERROR, reason="backend reported an error", detail=error_text[:500])
+    if rules.value_template is not None:
+        try:
+            text = rules.value_template.render(document, status, context or {})
+        except PayloadError as exc:
+            return Outcome(OutcomeKind.ERROR, reason="value_template failed", detail=str(exc)[:500])
+        if not text:
+            return Outcome(OutcomeKind.NOT_FOUND, detail="value_template rendered nothing")
+        return Outcome(OutcomeKind.FOUND, value=text)
     if rules.value_path is None:
         return Outcome(OutcomeKind.ERROR, reason="no value_field configured")
     raw = rules.value_path.find(document)
@@ -187,6 +201,21 @@ def socketmap_reply(outcome: Outcome, max_reply_size: int) -> SocketmapReply:
     if kind is OutcomeKind.TEMP:
         return SocketmapReply.temp(outcome.reason or "backend error")
     return SocketmapReply.perm(outcome.reason or "backend error")
+
+
+def tcp_table_reply(outcome: Outcome) -> TcpTableReply:
+    """Outcome -> tcp_table reply: 200 value, 500 not found, 400 for every failure (tcp_table(5): 4xx is a
+    temporary error); a value the protocol cannot carry (over 4096 bytes, NUL, not UTF-8) is a 400, never 500."""
+    if outcome.kind is OutcomeKind.FOUND:
+        reply = TcpTableReply.found(outcome.value)
+        try:
+            reply.encode()
+        except ReplyError:
+            return TcpTableReply.temp("value not representable")
+        return reply
+    if outcome.kind is OutcomeKind.NOT_FOUND:
+        return TcpTableReply.not_found()
+    return TcpTableReply.temp(outcome.reason or "backend error")
 
 
 _UNSAFE_ACTION = re.compile(r"[\r\n\0]")

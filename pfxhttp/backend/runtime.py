@@ -1,140 +1,71 @@
-"""The runtime: everything derived from one Config that answering a request needs.
+"""The runtime: what answering one request needs, derived once from one Config.
 
-``build_runtime`` compiles every entry once at load (payload template, JSONPath fields, the request head with
-custom headers and basic auth) and reports every problem as a ConfigError with its file:line:col, so
-``pfxhttp check`` catches them before the daemon starts. ``Runtime.socketmap`` and ``Runtime.policy`` are the
-per-request entry points: they never raise for a backend problem, they return the reply the contract table
-prescribes and log the detail.
+``Runtime.socketmap``, ``Runtime.policy`` and ``Runtime.tcp_table`` are the per-request entry points. They never
+raise for a backend problem: they return the reply the contract table prescribes (or, for a policy service with
+``on_error: close``, ``None``: close without replying so Postfix applies smtpd_policy_service_default_action) and
+log the detail.
+
+One lookup passes, outside in: the entry's answer cache (a fresh answer costs no backend call), single-flight
+(identical concurrent lookups share one backend request), the circuit breaker (open: answer TEMP at once), the
+listener's and the server's worker pools (back-pressure on requests in flight, never on connections), the HTTP
+request. When the backend fails, a stale or last good FOUND answer is served if the cache allows it.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable
 from typing import Any
 
 import orjson
 
-from pfxhttp import __version__
-from pfxhttp.backend.http11 import PreparedRequest, Target, prepare_request
+from pfxhttp.backend.cache import AnswerCache, SingleFlight, policy_cache_key
+from pfxhttp.backend.compile import CompiledEntry, compile_config
+from pfxhttp.backend.context import lookup_context
+from pfxhttp.backend.guard import CircuitBreaker, WorkerPool
 from pfxhttp.backend.mapping import (
-    DEFAULT_POLICY_ERROR_ACTION,
-    FieldPath,
     Outcome,
     OutcomeKind,
-    ResponseRules,
     classify,
     policy_reply,
     socketmap_reply,
+    tcp_table_reply,
 )
 from pfxhttp.backend.pool import HttpClient
-from pfxhttp.backend.template import PayloadTemplate
-from pfxhttp.config.model import Config, EntryConfig
-from pfxhttp.errors import BackendError, BackendTimeout, ConfigError, ConfigErrors, PayloadError
+from pfxhttp.config.model import (
+    DEFAULT_POLICY_ERROR_ACTION,
+    Config,
+    EntryConfig,
+    EntryKind,
+    ListenConfig,
+    OnError,
+    ResponseCacheConfig,
+)
+from pfxhttp.errors import BackendBusy, BackendError, BackendTimeout, PayloadError
 from pfxhttp.protocol.policy import PolicyReply, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
+from pfxhttp.protocol.tcptable import TcpTableReply
 
-USER_AGENT = f"pfxhttp/{__version__}"
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledEntry:
-    config: EntryConfig
-    template: PayloadTemplate
-    request: PreparedRequest
-    rules: ResponseRules
+ANSWERS = (OutcomeKind.FOUND, OutcomeKind.NOT_FOUND)
 
 
-def _compile_field(entry: EntryConfig, key: str, source: str | None) -> FieldPath | None:
-    if source is None:
-        return None
-    try:
-        return FieldPath(source)
-    except Exception as exc:
-        raise ConfigError(
-            f"invalid JSONPath {source!r}: {exc}", location=entry.location_of(key), path=entry.key_path(key)
-        ) from exc
+_BUSY = Outcome(OutcomeKind.TEMP, reason=BackendBusy.reason)
+_CIRCUIT_OPEN = Outcome(OutcomeKind.TEMP, reason="backend circuit open")
 
 
-def _request_headers(entry: EntryConfig) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    names = {name.lower() for name, _ in entry.custom_headers}
-    if "content-type" not in names:
-        headers.append(("Content-Type", "application/json"))
-    if "accept" not in names:
-        headers.append(("Accept", "application/json"))
-    if entry.http_auth_basic is not None and "authorization" not in names:
-        token = f"{entry.http_auth_basic.username}:{entry.http_auth_basic.password}".encode()
-        headers.append(("Authorization", "Basic " + base64.b64encode(token).decode("ascii")))
-    headers.extend(entry.custom_headers)
-    return headers
+class EntryGuards:
+    """The per-entry state of one runtime: answer cache, in-flight lookups, circuit breaker."""
 
+    __slots__ = ("breaker", "cache", "flights")
 
-def compile_entry(entry: EntryConfig) -> CompiledEntry:
-    """Compile one entry; raise ConfigErrors with every problem found in it."""
-    problems: list[ConfigError] = []
-    template: PayloadTemplate | None = None
-    prepared: PreparedRequest | None = None
-    value_path = error_path = None
-    try:
-        template = PayloadTemplate(entry)
-    except ConfigError as exc:
-        problems.append(exc)
-    try:
-        target = Target.parse(entry.target)
-        prepared = prepare_request("POST", target, _request_headers(entry), user_agent=USER_AGENT)
-    except ValueError as exc:
-        problems.append(
-            ConfigError(str(exc), location=entry.location_of("target"), path=entry.key_path("target"))
-        )
-    try:
-        value_path = _compile_field(entry, "value_field", entry.value_field)
-        error_path = _compile_field(entry, "error_field", entry.error_field)
-    except ConfigError as exc:
-        problems.append(exc)
-    if problems or template is None or prepared is None:
-        raise ConfigErrors(problems)
-    rules = ResponseRules(
-        value_path=value_path,
-        error_path=error_path,
-        no_error_value=entry.no_error_value,
-        success_statuses=frozenset({entry.status_code}),
-    )
-    return CompiledEntry(entry, template, prepared, rules)
-
-
-def check_entry(entry: EntryConfig) -> list[ConfigError]:
-    """The config loader's ``entry_check``: compile problems of one entry, reported with the others."""
-    try:
-        compile_entry(entry)
-    except ConfigErrors as exc:
-        return list(exc.errors)
-    return []
-
-
-def _compile_section(
-    section: Mapping[str, EntryConfig], problems: list[ConfigError]
-) -> dict[str, CompiledEntry]:
-    compiled: dict[str, CompiledEntry] = {}
-    for name, entry in section.items():
-        try:
-            compiled[name] = compile_entry(entry)
-        except ConfigErrors as exc:
-            problems.extend(exc.errors)
-    return compiled
-
-
-def compile_config(config: Config) -> tuple[dict[str, CompiledEntry], dict[str, CompiledEntry]]:
-    """Compile all entries of ``config`` (socket maps, policy services) or raise ConfigErrors with all problems."""
-    problems: list[ConfigError] = []
-    maps = _compile_section(config.socket_maps, problems)
-    policies = _compile_section(config.policy_services, problems)
-    if problems:
-        problems.sort(key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
-        raise ConfigErrors(problems)
-    return maps, policies
+    def __init__(self, entry: EntryConfig, response_cache: ResponseCacheConfig) -> None:
+        # Policy answers are only cacheable by their key_attributes (never by instance or queue_id, which
+        # differ per message); without them a policy entry is not cached at all, not even as a last good answer.
+        cacheable = entry.kind is EntryKind.SOCKET_MAP or bool(entry.cache and entry.cache.key_attributes)
+        self.cache = AnswerCache.for_entry(entry.cache, response_cache) if cacheable else None
+        self.flights: SingleFlight[Outcome] = SingleFlight()
+        self.breaker = CircuitBreaker(entry.circuit_breaker) if entry.circuit_breaker else None
 
 
 class Runtime:
@@ -145,30 +76,71 @@ class Runtime:
         self.socket_maps, self.policy_services = compile_config(config)
         self.client = client or HttpClient(config.server.http_client, config.server.tls)
         self.max_reply_size = config.server.socketmap_max_reply_size
-        self.policy_error_action = DEFAULT_POLICY_ERROR_ACTION
+        response_cache = config.server.response_cache
+        self.guards = {
+            id(entry): EntryGuards(entry.config, response_cache)
+            for entry in (*self.socket_maps.values(), *self.policy_services.values())
+        }
+        self.server_pool = WorkerPool(config.server.worker_pool) if config.server.worker_pool else None
+        self.listener_pools = {
+            listen: WorkerPool(listen.worker_pool) for listen in config.server.listen if listen.worker_pool
+        }
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _call(self, entry: CompiledEntry, body: str, log: Any, request_id: int) -> Outcome:
+    def cache_key(self, entry: CompiledEntry, context: dict[str, Any]) -> Hashable:
+        config = entry.config
+        if config.kind is EntryKind.SOCKET_MAP:
+            return (config.name, context["key"])
+        key_attributes = config.cache.key_attributes if config.cache else ()
+        return policy_cache_key(config.name, context["attrs"], key_attributes)
+
+    async def lookup(
+        self,
+        entry: CompiledEntry,
+        context: dict[str, Any],
+        log: Any,
+        request_id: int,
+        listener: ListenConfig | None = None,
+    ) -> Outcome:
+        """One lookup of ``entry`` for one request's template ``context``; never raises for backend trouble."""
+        guards = self.guards[id(entry)]
+        cache = guards.cache
+        if cache is None:
+            return await self._logged(entry, context, guards, listener, log, request_id)
+        key = self.cache_key(entry, context)
+        cached = cache.fresh(key)
+        if cached is not None:
+            log.debug("answered from cache", request=request_id, entry=entry.config.name)
+            return cached
+        outcome = await guards.flights.run(
+            key, lambda: self._logged(entry, context, guards, listener, log, request_id)
+        )
+        if outcome.kind in ANSWERS:
+            cache.store(key, outcome)
+            return outcome
+        stale = cache.stale(key)
+        if stale is not None:
+            log.error(
+                "backend failed, serving the last good answer", request=request_id, entry=entry.config.name
+            )
+            return stale
+        return outcome
+
+    async def _logged(
+        self,
+        entry: CompiledEntry,
+        context: dict[str, Any],
+        guards: EntryGuards,
+        listener: ListenConfig | None,
+        log: Any,
+        request_id: int,
+    ) -> Outcome:
         started = time.monotonic()
-        try:
-            payload = body.encode("utf-8")
-            if not entry.template.always_json and payload.strip():
-                orjson.loads(payload)  # a template branch the load-time check could not reach may be broken
-            response = await self.client.request(entry.request, payload)
-        except orjson.JSONDecodeError as exc:
-            outcome = Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=f"payload not JSON: {exc}")
-        except UnicodeEncodeError as exc:
-            outcome = Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
-        except BackendTimeout as exc:
-            outcome = Outcome(OutcomeKind.TIMEOUT, reason=exc.reason, detail=str(exc))
-        except BackendError as exc:
-            outcome = Outcome(OutcomeKind.TEMP, reason=exc.reason, detail=str(exc))
-        else:
-            outcome = classify(entry.rules, response.status, response.body)
+        outcome = await self._guarded(entry, context, guards, listener)
         elapsed_ms = round((time.monotonic() - started) * 1000, 2)
-        if outcome.kind in (OutcomeKind.FOUND, OutcomeKind.NOT_FOUND):
+        if outcome.kind in ANSWERS:
             log.debug(
                 "backend answered",
                 request=request_id,
@@ -188,44 +160,116 @@ class Runtime:
             )
         return outcome
 
-    async def socketmap(self, request: SocketmapRequest, log: Any, request_id: int = 0) -> SocketmapReply:
-        """Answer one socketmap request; never raises for backend trouble."""
+    async def _guarded(
+        self,
+        entry: CompiledEntry,
+        context: dict[str, Any],
+        guards: EntryGuards,
+        listener: ListenConfig | None,
+    ) -> Outcome:
+        breaker = guards.breaker
+        if breaker is None:
+            return await self._pooled(entry, context, listener)
+        with breaker.attempt() as attempt:
+            if not attempt.admitted:
+                return _CIRCUIT_OPEN
+            outcome = await self._pooled(entry, context, listener)
+            if outcome is _BUSY:
+                pass  # our own back-pressure says nothing about the backend: no verdict
+            elif outcome.kind in (OutcomeKind.TEMP, OutcomeKind.TIMEOUT):
+                attempt.failure()
+            else:
+                attempt.success()  # an answer, or a 4xx/error the backend chose to give: it is up
+            return outcome
+
+    async def _pooled(
+        self, entry: CompiledEntry, context: dict[str, Any], listener: ListenConfig | None
+    ) -> Outcome:
+        # Listener pool first, then the server-wide one, always in this order (guard.py: no deadlock).
+        pools = [p for p in (self.listener_pools.get(listener) if listener else None, self.server_pool) if p]
+        if not pools:
+            return await self._call(entry, context)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for pool in pools:
+                    await stack.enter_async_context(pool.slot())
+                return await self._call(entry, context)
+        except BackendBusy:
+            return _BUSY
+
+    async def _call(self, entry: CompiledEntry, context: dict[str, Any]) -> Outcome:
+        builder = entry.request
+        try:
+            prepared = builder.build(context)
+            body: bytes | None = None
+            if builder.has_body:
+                body = entry.template.render(context).encode("utf-8")
+                if not entry.template.always_json and body.strip():
+                    orjson.loads(body)  # a template branch the load-time check could not reach may be broken
+            response = await self.client.request(prepared, body)
+        except PayloadError as exc:
+            return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
+        except orjson.JSONDecodeError as exc:
+            return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=f"payload not JSON: {exc}")
+        except UnicodeEncodeError as exc:  # a non-UTF-8 key (lone surrogates) in a template without escaping
+            return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
+        except BackendTimeout as exc:
+            return Outcome(OutcomeKind.TIMEOUT, reason=exc.reason, detail=str(exc))
+        except BackendError as exc:
+            return Outcome(OutcomeKind.TEMP, reason=exc.reason, detail=str(exc))
+        return classify(entry.rules, response.status, response.body, context)
+
+    async def socketmap(
+        self, request: SocketmapRequest, log: Any, request_id: int = 0, listener: ListenConfig | None = None
+    ) -> SocketmapReply:
+        """Answer one socketmap request."""
         entry = self.socket_maps.get(request.name)
         if entry is None:
             log.error("unknown socketmap name", request=request_id, name=request.name[:100])
             return SocketmapReply.perm("unknown map")
-        try:
-            body = entry.template.render_socketmap(request.key)
-        except PayloadError as exc:
-            log.error(
-                "payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc)
-            )
-            return SocketmapReply.temp(PayloadError.reason)
-        outcome = await self._call(entry, body, log, request_id)
+        context = lookup_context(entry.config, key=request.key)
+        outcome = await self.lookup(entry, context, log, request_id, listener)
         return socketmap_reply(outcome, self.max_reply_size)
 
+    async def tcp_table(
+        self, name: str, key: str, log: Any, request_id: int = 0, listener: ListenConfig | None = None
+    ) -> TcpTableReply:
+        """Answer one tcp_table ``get`` with the socket map ``name`` (the listener's name)."""
+        entry = self.socket_maps.get(name)
+        if (
+            entry is None
+        ):  # the config loader ties tcp_table listeners to socket maps; a defined answer anyway
+            log.error("unknown socket map for tcp_table", request=request_id, name=name)
+            return TcpTableReply.temp("unknown map")
+        outcome = await self.lookup(entry, lookup_context(entry.config, key=key), log, request_id, listener)
+        return tcp_table_reply(outcome)
+
     async def policy(
-        self, service: str, request: PolicyRequest, log: Any, request_id: int = 0
-    ) -> PolicyReply:
-        """Answer one policy request for ``service``; never raises for backend trouble."""
+        self,
+        service: str,
+        request: PolicyRequest,
+        log: Any,
+        request_id: int = 0,
+        listener: ListenConfig | None = None,
+    ) -> PolicyReply | None:
+        """Answer one policy request for ``service``; None means: close without replying (on_error: close)."""
         entry = self.policy_services.get(service)
         if entry is None:  # the config loader ties listeners to services; kept as a defined answer anyway
             log.error("unknown policy service", request=request_id, service=service)
-            return PolicyReply(self.policy_error_action)
-        try:
-            body = entry.template.render_policy(request.attributes)  # one dict built, not two
-        except PayloadError as exc:
-            log.error(
-                "payload rendering failed", request=request_id, entry=entry.config.name, detail=str(exc)
-            )
-            return PolicyReply(self.policy_error_action)
-        outcome = await self._call(entry, body, log, request_id)
-        reply = policy_reply(outcome, self.policy_error_action)
-        if outcome.kind is OutcomeKind.FOUND and reply.action != outcome.value.strip():
+            return PolicyReply(DEFAULT_POLICY_ERROR_ACTION)
+        config = entry.config
+        context = lookup_context(config, attrs=request.attributes)
+        outcome = await self.lookup(entry, context, log, request_id, listener)
+        reply = policy_reply(outcome, config.error_action)
+        failed = outcome.kind not in ANSWERS
+        if outcome.kind is OutcomeKind.FOUND and reply.action != outcome.value.strip(" \t"):
+            failed = True
             log.error(
                 "backend action unusable, answering the error action",
                 request=request_id,
-                entry=entry.config.name,
+                entry=config.name,
                 detail=repr(outcome.value[:200]),
             )
+        if failed and config.on_error is OnError.CLOSE:
+            return None
         return reply

@@ -21,7 +21,6 @@ attribute map; empty for socket maps).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,35 +29,12 @@ import jinja2.nodes
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from pfxhttp.backend.context import jinja_source, lookup_context, sample_context
 from pfxhttp.config.model import EntryConfig, EntryKind
 from pfxhttp.errors import ConfigError, PayloadError
 
 DEFAULT_SOCKETMAP_PAYLOAD = '{"key": "{{ key }}"}'
 DEFAULT_POLICY_PAYLOAD = "{{ attrs }}"
-
-# `{{ .Key }}`, `{{- .Key -}}`, `{{.Key}}`: upstream's Go text/template spelling of the one field it offers.
-_GO_KEY = re.compile(r"\{\{(-?)\s*\.Key\s*(-?)\}\}")
-
-# Sample values used to prove at load time that a payload renders to valid JSON. They contain the characters
-# that break naive templates, so a payload that survives them is JSON-safe.
-_SAMPLE_KEY = 'sample "quoted" \\ <key>@example.com'
-_SAMPLE_ATTRS = {
-    "request": "smtpd_access_policy",
-    "protocol_state": "RCPT",
-    "sender": 'a"b@example.com',
-    "recipient": "c\\d@example.com",
-}
-
-
-class PolicyAttributes(dict[str, str]):
-    """The policy attribute map as templates see it: an attribute Postfix did not send reads as "" (Postfix's
-    own meaning of an absent attribute), so ``{{ attrs.sasl_username }}`` works for unauthenticated clients
-    and across Postfix versions. A misspelt top-level name (``{{ atrs }}``) is still an error at load."""
-
-    __slots__ = ()
-
-    def __missing__(self, key: str) -> str:
-        return ""
 
 
 class RawJson(str):
@@ -133,24 +109,23 @@ def _plain_plan(env: jinja2.Environment, source: str) -> tuple[str | _Var, ...] 
 class PayloadTemplate:
     """A compiled payload template of one entry."""
 
-    __slots__ = ("_kind", "_name", "_plan", "_template", "always_json", "source")
+    __slots__ = ("_entry", "_plan", "_template", "always_json", "source")
 
     def __init__(self, entry: EntryConfig, env: jinja2.Environment | None = None) -> None:
-        self._kind = entry.kind
-        self._name = entry.name
+        self._entry = entry
         if entry.payload is not None:
             self.source = entry.payload
         elif entry.kind is EntryKind.SOCKET_MAP:
             self.source = DEFAULT_SOCKETMAP_PAYLOAD
         else:
             self.source = DEFAULT_POLICY_PAYLOAD
-        jinja_source = _GO_KEY.sub(r"{{\1 Key \2}}", self.source)
+        source_for_jinja = jinja_source(self.source)
         location = entry.location_of("payload")
         path = entry.key_path("payload")
         env = env or _environment()
         try:
-            self._template = env.from_string(jinja_source)
-            self._plan = _plain_plan(env, jinja_source)
+            self._template = env.from_string(source_for_jinja)
+            self._plan = _plain_plan(env, source_for_jinja)
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(
                 f"payload template: {exc.message} (template line {exc.lineno})", location=location, path=path
@@ -164,10 +139,7 @@ class PayloadTemplate:
     def _check_renders_json(self, location: Any, path: str) -> None:
         """Render with hostile sample values: a payload that is not valid JSON is caught at load."""
         try:
-            if self._kind is EntryKind.SOCKET_MAP:
-                text = self.render_socketmap(_SAMPLE_KEY)
-            else:
-                text = self.render_policy(_SAMPLE_ATTRS)
+            text = self.render(sample_context(self._entry))
         except PayloadError as exc:
             raise ConfigError(f"payload template: {exc}", location=location, path=path) from exc
         if not text.strip():
@@ -181,7 +153,8 @@ class PayloadTemplate:
                 path=path,
             ) from exc
 
-    def _render(self, context: dict[str, Any]) -> str:
+    def render(self, context: Mapping[str, Any]) -> str:
+        """The payload for one lookup's context (see pfxhttp.backend.context); PayloadError on failure."""
         plan = self._plan
         if plan is not None:
             return "".join(part if isinstance(part, str) else _finalize(context[part.name]) for part in plan)
@@ -195,14 +168,45 @@ class PayloadTemplate:
             raise PayloadError(f"payload template failed: {type(exc).__name__}: {exc}") from exc
 
     def render_socketmap(self, key: str) -> str:
-        return self._render({"Key": key, "key": key, "name": self._name, "attrs": {}})
+        return self.render(lookup_context(self._entry, key=key))
 
     def render_policy(self, attrs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
         """``attrs``: a mapping, or the wire-order pairs of a PolicyRequest (the last of a repeated name wins)."""
-        view = attrs if isinstance(attrs, PolicyAttributes) else PolicyAttributes(attrs)
-        return self._render({"Key": view, "key": view, "name": self._name, "attrs": view})
+        return self.render(lookup_context(self._entry, attrs=attrs))
 
 
 def compile_payload(entry: EntryConfig) -> PayloadTemplate:
     """Compile the payload of ``entry``; raise ConfigError (with the payload's location) if it is unusable."""
     return PayloadTemplate(entry)
+
+
+class ValueTemplate:
+    """``value_template``: Jinja2 (sandboxed, compiled at load) turning a parsed response into the value.
+
+    Names: ``response`` (the parsed JSON), ``status`` (the HTTP status) and the lookup names (``key``,
+    ``attrs``, ``name``). Output is stripped; an empty result means not found / DUNNO. A failure while rendering
+    is the backend answering in a shape the template does not expect: an error (PERM / the error action),
+    never "not found".
+    """
+
+    __slots__ = ("_template",)
+
+    def __init__(self, entry: EntryConfig) -> None:
+        assert entry.value_template is not None
+        env = ImmutableSandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined)
+        env.filters["tojson"] = _tojson
+        try:
+            self._template = env.from_string(jinja_source(entry.value_template))
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(
+                f"value_template: {exc.message} (template line {exc.lineno})",
+                location=entry.location_of("value_template"),
+                path=entry.key_path("value_template"),
+            ) from exc
+
+    def render(self, response: Any, status: int, context: Mapping[str, Any]) -> str:
+        """The value for this response ("" = not found); PayloadError if the template fails on it."""
+        try:
+            return self._template.render({**context, "response": response, "status": status}).strip()
+        except Exception as exc:  # any runtime failure of the admin's template is a defined error
+            raise PayloadError(f"value_template failed: {type(exc).__name__}: {exc}") from exc

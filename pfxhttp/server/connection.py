@@ -28,12 +28,14 @@ from pfxhttp.errors import ProtocolError, ReplyError
 from pfxhttp.protocol.netstring import NetstringDecoder
 from pfxhttp.protocol.policy import PolicyDecoder
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
+from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableStatus
 
 SOCKETMAP_IDLE_TIMEOUT = 60.0
 POLICY_IDLE_TIMEOUT = 330.0
 DEFAULT_IDLE_TIMEOUTS: Mapping[ListenKind, float] = {
     ListenKind.SOCKET_MAP: SOCKETMAP_IDLE_TIMEOUT,
     ListenKind.POLICY_SERVICE: POLICY_IDLE_TIMEOUT,
+    ListenKind.TCP_TABLE: SOCKETMAP_IDLE_TIMEOUT,  # same client-side limits as socketmap (dict_tcp.c)
 }
 RECEIVE_SIZE = 65536
 
@@ -124,7 +126,7 @@ async def _socketmap_loop(
             count += 1
             request = SocketmapRequest.parse(payload)
             log.debug("socketmap request", request=count, name=request.name, key=request.key)
-            reply = await ctx.runtime().socketmap(request, log, count)
+            reply = await ctx.runtime().socketmap(request, log, count, listener)
             try:
                 wire = reply.encode(max_reply)
             except ReplyError as exc:  # the mapping checks sizes and bytes first; this is the last guard
@@ -160,10 +162,36 @@ async def _policy_loop(
                     sender=request.get("sender"),
                     recipient=request.get("recipient"),
                 )
-            reply = await ctx.runtime().policy(service, request, log, count)
+            reply = await ctx.runtime().policy(service, request, log, count, listener)
+            if reply is None:  # on_error: close -> Postfix applies smtpd_policy_service_default_action
+                log.info("backend failed, closing without a reply (on_error: close)", request=count)
+                return count
             if debug:
                 log.debug("policy reply", request=count, action=reply.action)
             await stream.send_all(reply.encode())
+        if ctx.registry.stopping:
+            return count
+
+
+async def _tcp_table_loop(
+    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
+) -> int:
+    decoder = TcpTableDecoder()
+    count = 0
+    while True:
+        data = await _receive(stream, conn, ctx.registry)
+        if not data:
+            decoder.eof()
+            return count
+        decoder.feed(data)
+        while (request := decoder.next()) is not None:
+            count += 1
+            log.debug("tcp_table request", request=count, name=listener.name, key=request.key)
+            reply = await ctx.runtime().tcp_table(listener.name, request.key, log, count, listener)
+            log.debug("tcp_table reply", request=count, status=reply.status.value)
+            await stream.send_all(reply.encode())
+            if reply.status is TcpTableStatus.TEMP:
+                return count  # Postfix closes after a 4xx reply anyway (dict_tcp.c)
         if ctx.registry.stopping:
             return count
 
@@ -191,6 +219,7 @@ class ServerContext:
 _LOOPS: dict[ListenKind, Callable[..., Awaitable[int]]] = {
     ListenKind.SOCKET_MAP: _socketmap_loop,
     ListenKind.POLICY_SERVICE: _policy_loop,
+    ListenKind.TCP_TABLE: _tcp_table_loop,
 }
 
 
