@@ -137,6 +137,9 @@ def daemon_config(backend_url: str, unix_dir: Path | None = None, timeout: str =
         "  listen:",
         "    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}",
         "    - {kind: policy_service, name: policy, type: tcp, address: 127.0.0.1, port: 0}",
+        "    - {kind: tcp_table, name: echo, type: tcp, address: 127.0.0.1, port: 0}",
+        "    - {kind: tcp_table, name: fivehundred, type: tcp, address: 127.0.0.1, port: 0}",
+        "    - {kind: tcp_table, name: absent, type: tcp, address: 127.0.0.1, port: 0}",
     ]
     if unix_dir is not None:
         lines.append(f"    - {{kind: socket_map, type: unix, address: {unix_dir}/map.sock, mode: '0660'}}")
@@ -183,6 +186,12 @@ class Daemon:
             if bound.config.kind.value == kind and bound.config.type.value == type_:
                 return bound.addresses[0]
         raise KeyError((kind, type_))
+
+    def tcp_table(self, name: str) -> str:
+        for bound in self.server.bound:
+            if bound.config.kind.value == "tcp_table" and bound.config.name == name:
+                return bound.addresses[0]
+        raise KeyError(name)
 
     def port(self, kind: str) -> int:
         return int(self.address(kind).rsplit(":", 1)[1])

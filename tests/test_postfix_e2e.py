@@ -149,3 +149,28 @@ async def test_policy_over_unix_socket_and_daemon_down_is_4xx(
     # pfxhttp gone: Postfix applies smtpd_policy_service_default_action (451 4.3.5): deferred, never bounced.
     assert down.codes(SmtpStep.RCPT) == (451,)
     assert down.reply(SmtpStep.RCPT).text.startswith("4.3.5")
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "outcome", "value", "stderr"),
+    [
+        ("echo", "alice@example.com", PostmapOutcome.FOUND, "alice@example.com", ""),
+        ("echo", "with space % and ünïcødé", PostmapOutcome.FOUND, "with space % and ünïcødé", ""),
+        ("absent", "x@example.com", PostmapOutcome.NOT_FOUND, None, ""),
+        ("fivehundred", "x@example.com", PostmapOutcome.ERROR, None, "query error"),  # no reason shown
+    ],
+)
+async def test_tcp_table_through_postmap(
+    daemon: Daemon,
+    postfix_dir: Path,
+    name: str,
+    key: str,
+    outcome: PostmapOutcome,
+    value: str | None,
+    stderr: str,
+) -> None:
+    with trio.fail_after(30):
+        result = await postmap_query(key, f"tcp:{daemon.tcp_table(name)}", config_dir=postfix_dir)
+    assert result.outcome is outcome, result
+    assert result.value == value
+    assert stderr in result.stderr
