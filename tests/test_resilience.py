@@ -173,3 +173,29 @@ async def test_policy_cache_uses_only_key_attributes(
             assert await policy_query(address, attrs) == "action=DUNNO\n\n"
         assert await policy_query(address, {"sasl_username": "u", "sender": "other@x"}) == "action=DUNNO\n\n"
     assert switch.calls == 2
+
+
+async def test_listener_worker_pool(nursery: trio.Nursery, backend: Backend, switch: Switch) -> None:
+    config = CONFIG.format(url=backend.url, server_extra="").replace(
+        "    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}",
+        "    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0,"
+        " worker_pool: {max_workers: 1, max_queue: 0}}",
+    )
+    daemon = await start_daemon(nursery, config)
+    address = daemon.address("socket_map")
+    switch.mode = "hold"
+    replies: list[str] = []
+
+    async def ask() -> None:
+        replies.append(await socketmap_query(address, "plain", "first"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as clients:
+            clients.start_soon(ask)
+            while switch.calls < 1:
+                await trio.sleep(0.01)
+            assert await socketmap_query(address, "plain", "second") == "TEMP server busy"
+            switch.mode = "answer"
+            switch.release.set()
+    assert replies == ["OK value-of-first"]
+    assert switch.calls == 1

@@ -33,12 +33,16 @@ class PolicyAttributes(dict[str, str]):
         return ""
 
 
+# Socket maps have no attributes; one shared empty map (templates run sandboxed and immutable: none can add).
+_NO_ATTRIBUTES = PolicyAttributes()
+
+
 def lookup_context(
     entry: EntryConfig, key: str = "", attrs: Mapping[str, str] | Iterable[tuple[str, str]] = ()
 ) -> dict[str, Any]:
     """The template context of one lookup (socket maps: ``key``; policy services: ``attrs``)."""
     if entry.kind is EntryKind.SOCKET_MAP:
-        return {"Key": key, "key": key, "name": entry.name, "attrs": PolicyAttributes()}
+        return {"Key": key, "key": key, "name": entry.name, "attrs": _NO_ATTRIBUTES}
     view = attrs if isinstance(attrs, PolicyAttributes) else PolicyAttributes(attrs)
     return {"Key": view, "key": view, "name": entry.name, "attrs": view}
 

@@ -81,9 +81,14 @@ class Runtime:
             id(entry): EntryGuards(entry.config, response_cache)
             for entry in (*self.socket_maps.values(), *self.policy_services.values())
         }
-        self.server_pool = WorkerPool(config.server.worker_pool) if config.server.worker_pool else None
-        self.listener_pools = {
-            listen: WorkerPool(listen.worker_pool) for listen in config.server.listen if listen.worker_pool
+        server_pool = WorkerPool(config.server.worker_pool) if config.server.worker_pool else None
+        self.server_pools: tuple[WorkerPool, ...] = (server_pool,) if server_pool else ()
+        # Per listener: its own pool first, then the server-wide one, always in this order (guard.py: no
+        # deadlock). Precomputed so a lookup without pools costs one dict probe.
+        self.listener_pools: dict[ListenConfig, tuple[WorkerPool, ...]] = {
+            listen: (WorkerPool(listen.worker_pool), *self.server_pools)
+            for listen in config.server.listen
+            if listen.worker_pool
         }
 
     async def aclose(self) -> None:
@@ -106,16 +111,17 @@ class Runtime:
     ) -> Outcome:
         """One lookup of ``entry`` for one request's template ``context``; never raises for backend trouble."""
         guards = self.guards[id(entry)]
+        pools = self.listener_pools.get(listener, self.server_pools) if listener else self.server_pools
         cache = guards.cache
         if cache is None:
-            return await self._logged(entry, context, guards, listener, log, request_id)
+            return await self._logged(entry, context, guards.breaker, pools, log, request_id)
         key = self.cache_key(entry, context)
         cached = cache.fresh(key)
         if cached is not None:
             log.debug("answered from cache", request=request_id, entry=entry.config.name)
             return cached
         outcome = await guards.flights.run(
-            key, lambda: self._logged(entry, context, guards, listener, log, request_id)
+            key, lambda: self._logged(entry, context, guards.breaker, pools, log, request_id)
         )
         if outcome.kind in ANSWERS:
             cache.store(key, outcome)
@@ -132,13 +138,16 @@ class Runtime:
         self,
         entry: CompiledEntry,
         context: dict[str, Any],
-        guards: EntryGuards,
-        listener: ListenConfig | None,
+        breaker: CircuitBreaker | None,
+        pools: tuple[WorkerPool, ...],
         log: Any,
         request_id: int,
     ) -> Outcome:
         started = time.monotonic()
-        outcome = await self._guarded(entry, context, guards, listener)
+        if breaker is None and not pools:
+            outcome = await self._call(entry, context)  # the common case: no extra coroutine layers
+        else:
+            outcome = await self._guarded(entry, context, breaker, pools)
         elapsed_ms = round((time.monotonic() - started) * 1000, 2)
         if outcome.kind in ANSWERS:
             log.debug(
@@ -164,16 +173,15 @@ class Runtime:
         self,
         entry: CompiledEntry,
         context: dict[str, Any],
-        guards: EntryGuards,
-        listener: ListenConfig | None,
+        breaker: CircuitBreaker | None,
+        pools: tuple[WorkerPool, ...],
     ) -> Outcome:
-        breaker = guards.breaker
         if breaker is None:
-            return await self._pooled(entry, context, listener)
+            return await self._pooled(entry, context, pools)
         with breaker.attempt() as attempt:
             if not attempt.admitted:
                 return _CIRCUIT_OPEN
-            outcome = await self._pooled(entry, context, listener)
+            outcome = await self._pooled(entry, context, pools)
             if outcome is _BUSY:
                 pass  # our own back-pressure says nothing about the backend: no verdict
             elif outcome.kind in (OutcomeKind.TEMP, OutcomeKind.TIMEOUT):
@@ -183,10 +191,8 @@ class Runtime:
             return outcome
 
     async def _pooled(
-        self, entry: CompiledEntry, context: dict[str, Any], listener: ListenConfig | None
+        self, entry: CompiledEntry, context: dict[str, Any], pools: tuple[WorkerPool, ...]
     ) -> Outcome:
-        # Listener pool first, then the server-wide one, always in this order (guard.py: no deadlock).
-        pools = [p for p in (self.listener_pools.get(listener) if listener else None, self.server_pool) if p]
         if not pools:
             return await self._call(entry, context)
         try:
