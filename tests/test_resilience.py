@@ -7,7 +7,16 @@ import pytest
 import trio
 
 from pfxhttp.demo.httpd import HttpReply, HttpRequest
-from tests.conftest import Backend, json_reply, policy_query, socketmap_query, start_daemon
+from pfxhttp.protocol.netstring import encode as netstring
+from tests.conftest import (
+    Backend,
+    connect,
+    json_reply,
+    policy_query,
+    read_netstring,
+    socketmap_query,
+    start_daemon,
+)
 
 CONFIG = """
 server:
@@ -198,4 +207,19 @@ async def test_listener_worker_pool(nursery: trio.Nursery, backend: Backend, swi
             switch.mode = "answer"
             switch.release.set()
     assert replies == ["OK value-of-first"]
+    assert switch.calls == 1
+
+
+async def test_keys_the_template_cannot_render_do_not_open_the_breaker(
+    nursery: trio.Nursery, backend: Backend, switch: Switch
+) -> None:
+    address = await start(nursery, backend)
+    bad_key = b"caf\xe9".decode("utf-8", "surrogateescape")  # not UTF-8: cannot be put into JSON
+    with trio.fail_after(10):
+        async with await connect(address) as stream:
+            for _ in range(5):
+                payload = b"breaker " + bad_key.encode("utf-8", "surrogateescape")
+                await stream.send_all(netstring(payload))
+                assert await read_netstring(stream) == "TEMP invalid request payload"
+        assert await socketmap_query(address, "breaker", "good") == "OK value-of-good"  # still closed
     assert switch.calls == 1

@@ -182,8 +182,8 @@ class Runtime:
             if not attempt.admitted:
                 return _CIRCUIT_OPEN
             outcome = await self._pooled(entry, context, pools)
-            if outcome is _BUSY:
-                pass  # our own back-pressure says nothing about the backend: no verdict
+            if outcome is _BUSY or outcome.reason == PayloadError.reason:
+                pass  # our own back-pressure or a key our template cannot render: nothing about the backend
             elif outcome.kind in (OutcomeKind.TEMP, OutcomeKind.TIMEOUT):
                 attempt.failure()
             else:
