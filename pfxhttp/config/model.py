@@ -77,6 +77,9 @@ class ListenConfig:
     user: str | None = None  # unix sockets only: chown after bind
     group: str | None = None
     worker_pool: WorkerPoolConfig | None = None  # this listener's own limit, inside the server-wide one
+    # systemd socket activation: take the inherited descriptor of this name (LISTEN_FDNAMES) instead of
+    # binding; type/address/port still describe it and are used when not socket-activated.
+    systemd_socket_name: str | None = None
     location: Location | None = None
 
     def describe(self) -> str:
@@ -129,6 +132,26 @@ class ResponseCacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never print the password, not even in a traceback
+        return f"BasicAuth(username={self.username!r}, password=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (off unless enabled); labels only ever come from configured names."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 9143
+    path: str = "/metrics"
+    basic_auth: BasicAuth | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: tuple[ListenConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -137,6 +160,9 @@ class ServerConfig:
     socketmap_max_reply_size: int = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
     response_cache: ResponseCacheConfig = field(default_factory=ResponseCacheConfig)
     worker_pool: WorkerPoolConfig | None = None  # server-wide limit on backend requests in flight
+    run_as_user: str | None = None  # drop privileges to this user after binding (name or uid)
+    run_as_group: str | None = None  # ... and this group (default: the user's primary group)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +183,6 @@ class CircuitBreakerConfig:
 
 
 DEFAULT_POLICY_ERROR_ACTION = "DEFER_IF_PERMIT Service temporarily unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class BasicAuth:
-    username: str
-    password: str
-
-    def __repr__(self) -> str:  # never print the password, not even in a traceback
-        return f"BasicAuth(username={self.username!r}, password=<redacted>)"
 
 
 @dataclass(frozen=True, slots=True)
