@@ -326,6 +326,7 @@ def test_manual_documents_every_key() -> None:
         *blocks.RESPONSE_CACHE_KEYS,
         *blocks.CACHE_KEYS,
         *blocks.CIRCUIT_BREAKER_KEYS,
+        *blocks.METRICS_KEYS,
         *(kind.value for kind in ListenKind),
     )
     assert [key for key in keys if key not in words] == []

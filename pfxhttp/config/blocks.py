@@ -1,5 +1,5 @@
-"""Small nested mappings shared by several sections: ``worker_pool``, ``response_cache``, ``cache`` and
-``circuit_breaker``, and the node-level duration and bounded-integer readers they are built from.
+"""Small nested mappings: ``worker_pool``, ``response_cache``, ``metrics``, ``cache`` and ``circuit_breaker``,
+and the node-level duration and bounded-integer readers they are built from.
 
 Each parser reports its problems at the offending key or value and returns None when the block is unusable,
 so the caller leaves the feature off instead of inventing a value the file did not say.
@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from yaml.nodes import Node, ScalarNode
 
-from pfxhttp.config.model import CacheConfig, CircuitBreakerConfig, ResponseCacheConfig, WorkerPoolConfig
-from pfxhttp.config.values import check_attribute_name, parse_duration
+from pfxhttp.config.model import (
+    BasicAuth,
+    CacheConfig,
+    CircuitBreakerConfig,
+    MetricsConfig,
+    ResponseCacheConfig,
+    WorkerPoolConfig,
+)
+from pfxhttp.config.values import check_attribute_name, check_url_path, parse_basic_auth, parse_duration
 from pfxhttp.config.yamlnodes import (
     Item,
     Problems,
@@ -31,6 +38,7 @@ WORKER_POOL_KEYS = ("max_workers", "max_queue")
 RESPONSE_CACHE_KEYS = ("enabled", "ttl")
 CACHE_KEYS = ("ttl", "negative_ttl", "stale_if_error", "max_entries", "key_attributes")
 CIRCUIT_BREAKER_KEYS = ("failures", "cooldown")
+METRICS_KEYS = ("enabled", "address", "port", "path", "basic_auth")
 
 # Bounds that catch a typo (an extra zero or three) before it becomes an unbounded queue or cache: memory is
 # the limit, and these are far above anything a mail server needs.
@@ -38,6 +46,9 @@ MAX_WORKERS = 65_536
 MAX_QUEUE = 1_000_000
 MAX_CACHE_ENTRIES = 10_000_000
 MAX_BREAKER_FAILURES = 1_000_000
+MAX_POOL_SIZE = 16384  # upstream's validation bound for the connection-pool sizes
+MAX_HTTP_DURATION = 3600.0  # upstream bounds timeout and idle_connection_timeout to 1h
+MAX_REPLY_SIZE = 1_000_000_000  # upstream's bound for socketmap_max_reply_size
 DEFAULT_RESPONSE_CACHE_TTL = ResponseCacheConfig().ttl
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 
@@ -117,6 +128,47 @@ def parse_response_cache(item: Item | None, path: str, problems: Problems) -> Re
     if "ttl" in keys and not is_null(keys["ttl"].value):
         ttl = duration(keys["ttl"].value, join(path, "ttl"), problems, positive=True) or ttl
     return ResponseCacheConfig(enabled=enabled, ttl=ttl)
+
+
+def parse_metrics(item: Item | None, path: str, problems: Problems) -> MetricsConfig:
+    """``server.metrics``: where Prometheus scrapes; each key absent or null keeps the model's default."""
+    defaults = MetricsConfig()
+    keys = block_keys(item.value, path, METRICS_KEYS, problems) if item is not None else None
+    if not keys:
+        return defaults
+
+    def text(key: str) -> str | None:
+        return as_str(keys[key].value, join(path, key), problems) if key in keys else None
+
+    enabled = as_bool(keys["enabled"].value, join(path, "enabled"), problems) if "enabled" in keys else None
+    address = text("address")
+    if address == "":
+        problems.error(keys["address"].value, join(path, "address"), "must not be empty")
+    elif address and address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]  # an IPv6 address written as in a URL, as the listeners accept it
+    port: int | None = None
+    if "port" in keys and not is_null(keys["port"].value):
+        port = bounded_int(keys["port"].value, join(path, "port"), problems, 1, 65535)
+    url_path = text("path")
+    if url_path is not None:
+        try:
+            check_url_path(url_path)
+        except ConfigError as exc:
+            problems.wrap(keys["path"].value, join(path, "path"), exc)
+    auth_text = text("basic_auth")
+    basic_auth: BasicAuth | None = None
+    if auth_text:  # "" like null: no authentication, as an entry's empty http_auth_basic
+        try:
+            basic_auth = parse_basic_auth(auth_text, "basic_auth")
+        except ConfigError as exc:
+            problems.wrap(keys["basic_auth"].value, join(path, "basic_auth"), exc)
+    return MetricsConfig(
+        enabled=bool(enabled),
+        address=address or defaults.address,
+        port=port or defaults.port,
+        path=url_path or defaults.path,
+        basic_auth=basic_auth,
+    )
 
 
 def _off_or_mapping(node: Node, path: str, problems: Problems) -> bool | None:

@@ -13,7 +13,7 @@ from yaml.nodes import MappingNode, Node
 from pfxhttp.config.blocks import parse_worker_pool
 from pfxhttp.config.entries import DEFAULTS_KEY, Section, check_keys
 from pfxhttp.config.model import EntryKind, ListenConfig, ListenKind, ListenType, WorkerPoolConfig
-from pfxhttp.config.values import check_map_name, parse_octal_mode
+from pfxhttp.config.values import check_fd_name, check_map_name, parse_octal_mode
 from pfxhttp.config.yamlnodes import (
     Item,
     Problems,
@@ -26,8 +26,19 @@ from pfxhttp.config.yamlnodes import (
 )
 from pfxhttp.errors import ConfigError
 
-LISTEN_KEYS = ("kind", "name", "type", "address", "port", "mode", "user", "group", "worker_pool")
-LISTEN_DEFERRED = ("systemd_socket_name",)
+LISTEN_KEYS = (
+    "kind",
+    "name",
+    "type",
+    "address",
+    "port",
+    "mode",
+    "user",
+    "group",
+    "worker_pool",
+    "systemd_socket_name",
+)
+LISTEN_DEFERRED: tuple[str, ...] = ()
 LISTEN_KINDS_DEFERRED = ("dovecot_sasl",)
 
 
@@ -136,6 +147,12 @@ def _listener(
     if "worker_pool" in keys:
         pool = parse_worker_pool(keys["worker_pool"], join(path, "worker_pool"), problems)
     port, mode = _listener_port_mode(keys, listen_type, path, problems, node)
+    fd_name = text("systemd_socket_name")
+    if fd_name is not None:
+        try:
+            check_fd_name(fd_name)
+        except ConfigError as exc:
+            problems.wrap(keys["systemd_socket_name"].value, join(path, "systemd_socket_name"), exc)
     unix_only = {"user": text("user"), "group": text("group")}
     if listen_type is not None and listen_type is not ListenType.UNIX:
         for key in ("mode", "user", "group"):
@@ -154,6 +171,7 @@ def _listener(
         user=unix_only["user"],
         group=unix_only["group"],
         worker_pool=pool,
+        systemd_socket_name=fd_name,
         location=problems.loc(node),
     )
 

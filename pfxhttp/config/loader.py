@@ -4,18 +4,28 @@ A config written for upstream pfxhttp loads unchanged: keys this version does no
 without validation and listed in :attr:`Config.warnings`; every other unknown key is an error with the
 closest known spelling. All problems of a file are collected and raised together as
 :class:`~pfxhttp.errors.ConfigErrors`, in file order, each with ``file:line:column`` and its dotted key path.
+``PFXHTTP_*`` environment variables (:mod:`pfxhttp.config.overrides`) are applied over the file when the
+caller passes an environment: only the command line does, so this layer stays pure.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 from yaml.nodes import MappingNode
 
-from pfxhttp.config.blocks import duration, parse_response_cache, parse_worker_pool
+from pfxhttp.config.blocks import (
+    MAX_HTTP_DURATION,
+    MAX_POOL_SIZE,
+    MAX_REPLY_SIZE,
+    duration,
+    parse_metrics,
+    parse_response_cache,
+    parse_worker_pool,
+)
 from pfxhttp.config.entries import Section, check_keys, parse_section
 from pfxhttp.config.listen import parse_listeners
 from pfxhttp.config.model import (
@@ -25,11 +35,15 @@ from pfxhttp.config.model import (
     EntryKind,
     HttpClientConfig,
     ListenConfig,
+    ListenType,
     LoggingConfig,
     LogLevel,
+    MetricsConfig,
     ServerConfig,
     TlsConfig,
 )
+from pfxhttp.config.overrides import apply_overrides, overrides_from
+from pfxhttp.config.values import check_account
 from pfxhttp.config.yamlnodes import (
     Item,
     Problems,
@@ -62,10 +76,11 @@ SERVER_KEYS = (
     "socketmap_max_reply_size",
     "response_cache",
     "worker_pool",
-)
-SERVER_DEFERRED = (
     "run_as_user",
     "run_as_group",
+    "metrics",
+)
+SERVER_DEFERRED = (
     "chroot",
     "observability",
     "jwt_db_path",  # older releases, for jwt_auth
@@ -81,10 +96,6 @@ HTTP_CLIENT_KEYS = (
 HTTP_CLIENT_DEFERRED = ("proxy",)
 # skip_verify is today's spelling; http_client_skip_verify the older one. Either sets it.
 TLS_KEYS = ("enabled", "skip_verify", "http_client_skip_verify", "root_ca", "cert", "key")
-
-MAX_POOL_SIZE = 16384  # upstream's validation bound for the connection-pool sizes
-MAX_HTTP_DURATION = 3600.0  # upstream bounds timeout and idle_connection_timeout to 1h
-MAX_REPLY_SIZE = 1_000_000_000  # upstream's bound for socketmap_max_reply_size
 
 
 def search_path() -> tuple[Path, ...]:
@@ -118,8 +129,11 @@ def find_config(explicit: str | None) -> Path:
 EntryCheck = Callable[[EntryConfig], Sequence[ConfigError]]
 
 
-def load_config(path: Path, entry_check: EntryCheck | None = None) -> Config:
-    """Read and parse ``path``. Blocking file I/O: the daemon calls it in a worker thread."""
+def load_config(
+    path: Path, entry_check: EntryCheck | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read and parse ``path`` (see :func:`parse_config`). Blocking file I/O: the daemon calls it in a worker
+    thread."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -131,14 +145,21 @@ def load_config(path: Path, entry_check: EntryCheck | None = None) -> Config:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         error = ConfigError("the file is not valid UTF-8", location=Location(str(path), line, column))
         raise ConfigErrors([error]) from exc
-    return parse_config(text, source=str(path), entry_check=entry_check)
+    return parse_config(text, source=str(path), entry_check=entry_check, environ=environ)
 
 
-def parse_config(text: str, source: str = "<string>", entry_check: EntryCheck | None = None) -> Config:
+def parse_config(
+    text: str,
+    source: str = "<string>",
+    entry_check: EntryCheck | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Parse configuration text (pure). Raises :class:`ConfigErrors` listing every problem found.
 
     ``entry_check`` lets a later layer (the backend compiles payload templates and JSONPath fields) report its
     problems with the entries in the same pass, so ``pfxhttp check`` prints them together with the rest.
+    ``environ``: the process environment, whose ``PFXHTTP_*`` variables override keys of the file; None
+    (the default) applies none.
     """
     root = compose(text, source)
     start = Location(source, 1, 1)
@@ -148,6 +169,10 @@ def parse_config(text: str, source: str = "<string>", entry_check: EntryCheck | 
     if not isinstance(root, MappingNode):
         problems.error(root, "", "the top level must be a mapping with the sections server, socket_maps, ...")
         problems.raise_if_any()
+    applied: tuple[str, ...] = ()
+    if environ is not None:
+        assert isinstance(root, MappingNode)
+        root, applied = apply_overrides(root, overrides_from(environ), problems)
     items = mapping_items(root, "", problems) or []
     top = check_keys(items, "", TOP_KEYS, TOP_DEFERRED, problems)
     socket_maps = parse_section(top.get("socket_maps"), EntryKind.SOCKET_MAP, problems)
@@ -170,6 +195,7 @@ def parse_config(text: str, source: str = "<string>", entry_check: EntryCheck | 
         policy_services=MappingProxyType(policy_services.entries),
         source=source,
         warnings=problems.sorted_warnings(),
+        overrides=applied,
     )
 
 
@@ -192,6 +218,8 @@ def _server(item: Item, sections: dict[EntryKind, Section], problems: Problems) 
             problems.error(node, "server.socketmap_max_reply_size", f"must not exceed {MAX_REPLY_SIZE}")
         elif size is not None and size > 0:  # <= 0 means the default, as upstream
             reply_size = size
+    metrics = parse_metrics(keys.get("metrics"), "server.metrics", problems)
+    _check_metrics_port(metrics, listeners, keys.get("metrics"), problems)
     return ServerConfig(
         listen=listeners,
         logging=_logging(keys.get("logging"), problems),
@@ -204,7 +232,39 @@ def _server(item: Item, sections: dict[EntryKind, Section], problems: Problems) 
             if "worker_pool" in keys
             else None
         ),
+        run_as_user=_account(keys.get("run_as_user"), "server.run_as_user", problems),
+        run_as_group=_account(keys.get("run_as_group"), "server.run_as_group", problems),
+        metrics=metrics,
     )
+
+
+def _account(item: Item | None, path: str, problems: Problems) -> str | None:
+    """``run_as_user`` / ``run_as_group``: kept as written; resolving the name is I/O for the daemon."""
+    text = as_str(item.value, path, problems) if item is not None else None
+    if not text:  # null or "" means not set, as upstream's empty string
+        return None
+    try:
+        return check_account(text, path.rpartition(".")[2])
+    except ConfigError as exc:
+        assert item is not None
+        problems.wrap(item.value, path, exc)
+        return None
+
+
+def _check_metrics_port(
+    metrics: MetricsConfig, listeners: tuple[ListenConfig, ...], item: Item | None, problems: Problems
+) -> None:
+    """The metrics server binds after the listeners: the same address and port would fail at start."""
+    if item is None or not metrics.enabled:
+        return
+    for listener in listeners:
+        same = (listener.address.lower(), listener.port) == (metrics.address.lower(), metrics.port)
+        if listener.type is not ListenType.UNIX and same:
+            problems.error(
+                item.key_node,
+                "server.metrics",
+                f"listens on {metrics.address}:{metrics.port}, the endpoint of the listener {listener.describe()}",
+            )
 
 
 def _logging(item: Item | None, problems: Problems) -> LoggingConfig:

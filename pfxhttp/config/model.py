@@ -228,3 +228,5 @@ class Config:
     source: str | None = None  # the file it was loaded from
     # One line per key that upstream pfxhttp knows and this version does not implement yet.
     warnings: tuple[str, ...] = ()
+    # The PFXHTTP_* environment variables applied over the file (names only: values may be secrets).
+    overrides: tuple[str, ...] = ()

@@ -96,14 +96,17 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value.strip(" \t")
 
 
-def parse_basic_auth(text: str) -> BasicAuth:
-    """Parse upstream's ``http_auth_basic: "user:password"`` (split at the first ``:``, RFC 7617 2)."""
+def parse_basic_auth(text: str, what: str = "http_auth_basic") -> BasicAuth:
+    """Parse upstream's ``http_auth_basic: "user:password"`` (split at the first ``:``, RFC 7617 2).
+
+    ``what`` names the key in messages (``server.metrics.basic_auth`` uses the same form).
+    """
     username, sep, password = text.partition(":")
     if not sep or not username:
-        raise ConfigError("http_auth_basic must have the form 'user:password'")
+        raise ConfigError(f"{what} must have the form 'user:password'")
     # RFC 7617 section 2: user-id and password must not contain control characters.
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise ConfigError("http_auth_basic must not contain control characters")
+        raise ConfigError(f"{what} must not contain control characters")
     return BasicAuth(username=username, password=password)
 
 
@@ -236,3 +239,43 @@ def parse_octal_mode(text: str) -> int:
     if mode > 0o7777:
         raise ConfigError(f"mode {text!r} is larger than 07777")
     return mode
+
+
+# systemd.socket(5) FileDescriptorName=: at most 255 characters of printable ASCII without ':', because ':'
+# separates the names in $LISTEN_FDNAMES (sd_listen_fds(3)). systemd also takes an empty name; we do not,
+# since an empty name could never select one listener.
+MAX_FD_NAME = 255
+FD_NAME_SYNTAX = "1 to 255 printable ASCII characters without ':' (systemd's FileDescriptorName=)"
+
+
+def check_fd_name(name: str) -> str:
+    """A listener's ``systemd_socket_name``: a name systemd accepts in ``FileDescriptorName=``."""
+    if not name or len(name) > MAX_FD_NAME or any(not 0x20 <= ord(c) <= 0x7E or c == ":" for c in name):
+        raise ConfigError(f"systemd_socket_name {name!r} must be {FD_NAME_SYNTAX}")
+    return name
+
+
+# A user or group: a name as passwd(5) / group(5) hold them (no ':' separator, no '/', no blanks or control
+# characters, not starting with '-', which tools would read as an option) or a numeric id. It is resolved
+# only when privileges are dropped: that is I/O, not configuration parsing.
+_ACCOUNT = re.compile(r"[^\s:/\x00-\x1f\x7f-][^\s:/\x00-\x1f\x7f]*")
+ACCOUNT_PATTERN = "^" + _ACCOUNT.pattern + "$"
+
+
+def check_account(name: str, what: str) -> str:
+    """A ``run_as_user`` / ``run_as_group`` value: a user or group name, or a numeric id."""
+    if not _ACCOUNT.fullmatch(name):
+        raise ConfigError(
+            f"{what} {name!r} must be a name or a numeric id: no blanks, ':', '/' or control characters, "
+            "and not starting with '-'"
+        )
+    return name
+
+
+def check_url_path(path: str) -> str:
+    """The HTTP path the metrics are served at: an origin-form path (RFC 9112 3.2.1) without query."""
+    if not path.startswith("/"):
+        raise ConfigError(f"path {path!r} must start with '/'")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F or c in "?#" for c in path):
+        raise ConfigError(f"path {path!r} must not contain blanks, control characters, '?' or '#'")
+    return path

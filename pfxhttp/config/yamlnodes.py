@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pfxhttp.errors import ConfigError, ConfigErrors, Location
@@ -27,6 +28,30 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 # Strings Go's strconv.ParseBool accepts; viper decodes quoted booleans this way, so configs may carry them.
 _TRUE_WORDS = frozenset({"1", "t", "T", "true", "True", "TRUE"})
 _FALSE_WORDS = frozenset({"0", "f", "F", "false", "False", "FALSE"})
+
+
+# Keys and values set from the environment count as written after the whole file (so a check between two
+# keys blames the override), and their messages name the variable instead of a line.
+_AFTER_THE_FILE = 1 << 62
+
+
+class EnvMark(Mark):
+    """The mark of a node an environment variable (``name``) put into the tree."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(variable, _AFTER_THE_FILE, _AFTER_THE_FILE, 0, None, 0)
+
+
+@dataclass(frozen=True)
+class EnvironmentLocation(Location):
+    """Where an override came from: ``file`` holds the environment variable's name; line and column are 1."""
+
+    def __str__(self) -> str:
+        return f"environment variable {self.file}"
+
+
+def env_location(variable: str) -> EnvironmentLocation:
+    return EnvironmentLocation(variable, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +73,8 @@ class Problems:
 
     def loc(self, node: Node) -> Location:
         mark = node.start_mark
+        if isinstance(mark, EnvMark):
+            return env_location(mark.name)
         return Location(self.source, mark.line + 1, mark.column + 1)
 
     def error(self, node: Node | None, path: str, message: str, suggestion: str | None = None) -> None:
@@ -63,7 +90,11 @@ class Problems:
         self.error(node, path, exc.message, exc.suggestion)
 
     def warn(self, node: Node, path: str, message: str) -> None:
-        line = node.start_mark.line + 1
+        mark = node.start_mark
+        if isinstance(mark, EnvMark):
+            self.warnings.append((_AFTER_THE_FILE, f"{path} (environment variable {mark.name}): {message}"))
+            return
+        line = mark.line + 1
         self.warnings.append((line, f"{path} (line {line}): {message}"))
 
     def deferred(self, node: Node, path: str) -> None:
@@ -71,15 +102,20 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.errors:
-            # File order: the user fixes them top to bottom; errors without a place go last.
-            ordered = sorted(
-                self.errors,
-                key=lambda e: (0, e.location.line, e.location.column) if e.location else (1, 0, 0),
-            )
-            raise ConfigErrors(ordered)
+            # File order: the user fixes them top to bottom; then the environment's, then those without a place.
+            raise ConfigErrors(sorted(self.errors, key=_error_order))
 
     def sorted_warnings(self) -> tuple[str, ...]:
         return tuple(text for _, text in sorted(self.warnings, key=lambda w: w[0]))
+
+
+def _error_order(error: ConfigError) -> tuple[int, int, int, str]:
+    location = error.location
+    if location is None:
+        return (2, 0, 0, "")
+    if isinstance(location, EnvironmentLocation):
+        return (1, 0, 0, location.file)
+    return (0, location.line, location.column, "")
 
 
 def compose(text: str, source: str) -> Node | None:

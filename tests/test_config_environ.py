@@ -1,0 +1,374 @@
+"""PFXHTTP_* environment variables override single keys of the file; a variable that names no key is an error."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pfxhttp.backend.compile import check_entry
+from pfxhttp.config import Config, LogLevel, load_config, parse_config
+from pfxhttp.config.keytree import Shape, key_tree, leaf_paths
+from pfxhttp.config.overrides import entry_word, variable_for
+from pfxhttp.config.report import check_report
+from pfxhttp.config.yamlnodes import EnvironmentLocation
+from pfxhttp.errors import ConfigErrors
+
+FILE = """\
+server:
+  listen:
+    - {type: tcp, address: 127.0.0.1, port: 23450}
+    - {kind: policy_service, name: sender-login, type: unix, address: /run/p.sock, mode: "0600"}
+socket_maps:
+  demo_map: {target: http://127.0.0.1/map, value_field: result}
+policy_services:
+  sender-login: {target: http://127.0.0.1/policy}
+"""
+
+
+def parse(environ: dict[str, str], text: str = FILE) -> Config:
+    return parse_config(textwrap.dedent(text), "pfxhttp.yml", environ=environ)
+
+
+def errors(environ: dict[str, str], text: str = FILE) -> list[str]:
+    with pytest.raises(ConfigErrors) as info:
+        parse(environ, text)
+    return [error.render() for error in info.value.errors]
+
+
+def test_a_key_the_file_lacks_is_added() -> None:
+    config = parse({"PFXHTTP_SERVER__LOGGING__LEVEL": "debug", "HOME": "/root", "PFXHTTPX": "not ours"})
+    assert config.server.logging.level is LogLevel.DEBUG
+    assert config.overrides == ("PFXHTTP_SERVER__LOGGING__LEVEL",)
+    assert parse({}).overrides == ()
+
+
+def test_values_are_yaml_scalars() -> None:
+    config = parse(
+        {
+            "PFXHTTP_SERVER__LOGGING__JSON": "true",
+            "PFXHTTP_SERVER__HTTP_CLIENT__TIMEOUT": "1m30s",
+            "PFXHTTP_SERVER__LISTEN__0__PORT": "23460",
+            "PFXHTTP_SERVER__LISTEN__1__MODE": "0660",
+            "PFXHTTP_SERVER__METRICS__BASIC_AUTH": "prom: secret # not a comment",
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP__STATUS_CODE": "203",
+            "PFXHTTP_POLICY_SERVICES__SENDER_LOGIN__ERROR_ACTION": "450 4.7.1 Try again: later",
+        }
+    )
+    assert config.server.logging.json is True
+    assert config.server.http_client.timeout == 90.0
+    assert (config.server.listen[0].port, config.server.listen[1].mode) == (23460, 0o660)
+    auth = config.server.metrics.basic_auth
+    assert auth is not None and (auth.username, auth.password) == ("prom", " secret # not a comment")
+    assert config.socket_maps["demo_map"].status_code == (203,)
+    assert config.policy_services["sender-login"].error_action == "450 4.7.1 Try again: later"
+
+
+def test_a_quoted_value_is_a_string_and_an_empty_one_is_null() -> None:
+    assert parse({"PFXHTTP_SERVER__LOGGING__JSON": "yes"}).server.logging.json is True  # YAML 1.1's boolean
+    assert errors({"PFXHTTP_SERVER__LOGGING__JSON": '"yes"'}) == [
+        "environment variable PFXHTTP_SERVER__LOGGING__JSON: at key server.logging.json: "
+        "expected true or false, got a string"
+    ]
+    text = FILE.replace("server:\n", "server:\n  run_as_user: postfix\n")
+    assert parse({}, text).server.run_as_user == "postfix"
+    assert parse({"PFXHTTP_SERVER__RUN_AS_USER": ""}, text).server.run_as_user is None
+    assert parse({"PFXHTTP_SERVER__RUN_AS_USER": "'1000'"}, text).server.run_as_user == "1000"
+
+
+def test_entries_are_named_with_non_alphanumerics_as_underscores_in_any_case() -> None:
+    config = parse(
+        {
+            "PFXHTTP_POLICY_SERVICES__SENDER_LOGIN__TARGET": "https://api.example.com/policy",
+            "pfxhttp_socket_maps__demo_map__method": "GET",  # not ours: the prefix is upper case
+            "PFXHTTP_socket_maps__Demo_Map__Value_Field": "data.result",
+        }
+    )
+    assert config.policy_services["sender-login"].target == "https://api.example.com/policy"
+    assert config.socket_maps["demo_map"].value_field == "data.result"
+    assert entry_word("sender-login.v2") == "SENDER_LOGIN_V2"
+    assert variable_for("policy_services", "sender-login", "target") == (
+        "PFXHTTP_POLICY_SERVICES__SENDER_LOGIN__TARGET"
+    )
+
+
+def test_defaults_can_be_named_even_when_the_file_has_none() -> None:
+    config = parse({"PFXHTTP_SOCKET_MAPS__DEFAULTS__HTTP_RESPONSE_COMPRESSION": "true"})
+    assert config.socket_maps["demo_map"].http_response_compression
+    assert "defaults" not in config.socket_maps
+
+
+def test_an_entry_name_may_hold_the_separator() -> None:
+    text = FILE.replace("  demo_map:", "  a__b: {target: http://h/}\n  a:")
+    config = parse({"PFXHTTP_SOCKET_MAPS__A__B__TARGET": "http://other/"}, text)
+    assert config.socket_maps["a__b"].target == "http://other/"  # the longest name that fits wins
+    assert config.socket_maps["a"].target == "http://127.0.0.1/map"
+
+
+def test_a_new_block_in_an_entry_is_created() -> None:
+    cache = parse({"PFXHTTP_SOCKET_MAPS__DEMO_MAP__CACHE__TTL": "5m"}).socket_maps["demo_map"].cache
+    assert cache is not None and cache.ttl == 300.0
+
+
+def test_listeners_by_index_also_in_the_old_single_mapping_form() -> None:
+    old = "server:\n  listen: {type: tcp, address: 127.0.0.1, port: 1}\n"
+    assert parse({"PFXHTTP_SERVER__LISTEN__0__PORT": "2"}, old).server.listen[0].port == 2
+
+
+def test_shared_anchors_change_only_where_the_variable_points() -> None:
+    text = """\
+    server:
+      listen: [{type: tcp, address: 127.0.0.1, port: 1}]
+    socket_maps:
+      one: &common {target: http://h/, cache: {ttl: 1m}}
+      two: {<<: *common}
+      three: *common
+    """
+    config = parse({"PFXHTTP_SOCKET_MAPS__TWO__CACHE__MAX_ENTRIES": "7"}, text)
+    caches = {name: entry.cache for name, entry in config.socket_maps.items()}
+    assert {name: cache.max_entries for name, cache in caches.items() if cache} == {
+        "one": 10_000,
+        "two": 7,
+        "three": 10_000,
+    }
+    assert caches["two"] is not None and caches["two"].ttl == 60.0  # the merged keys stay
+
+
+def test_without_an_environment_nothing_is_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PFXHTTP_SERVER__LOGGING__LEVEL", "nonsense")
+    assert parse_config(FILE).server.logging.level is LogLevel.INFO  # pure unless given one
+
+
+def test_load_config_applies_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "pfxhttp.yml"
+    path.write_text(FILE)
+    config = load_config(path, environ={"PFXHTTP_SERVER__LOGGING__LEVEL": "error"})
+    assert config.server.logging.level is LogLevel.ERROR
+
+
+def env(variable: str, path: str, message: str) -> str:
+    return f"environment variable {variable}: at key {path}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "PFXHTTP_SERVER__LOGING__LEVEL",
+            "debug",
+            env(
+                "PFXHTTP_SERVER__LOGING__LEVEL",
+                "server.loging",
+                "unknown key (did you mean 'PFXHTTP_SERVER__LOGGING__LEVEL'?)",
+            ),
+        ),
+        (
+            "PFXHTTP_SERVER_LOGGING_LEVEL",  # upstream's spelling (viper, '.' -> '_')
+            "debug",
+            env(
+                "PFXHTTP_SERVER_LOGGING_LEVEL",
+                "server_logging_level",
+                "unknown key (did you mean 'PFXHTTP_SERVER__LOGGING__LEVEL'?)",
+            ),
+        ),
+        (
+            "PFXHTTP_SOCKET_MAPS_DEMO_MAP_VALUE_FIELD",
+            "x",
+            env(
+                "PFXHTTP_SOCKET_MAPS_DEMO_MAP_VALUE_FIELD",
+                "socket_maps_demo_map_value_field",
+                "unknown key (did you mean 'PFXHTTP_SOCKET_MAPS__DEMO_MAP__VALUE_FIELD'?)",
+            ),
+        ),
+        ("PFXHTTP_", "x", "environment variable PFXHTTP_: names no key"),
+        (
+            "PFXHTTP_SERVER__LOGGING",
+            "x",
+            env(
+                "PFXHTTP_SERVER__LOGGING",
+                "server.logging",
+                "is a mapping: the variable must go on to one of its keys",
+            ),
+        ),
+        (
+            "PFXHTTP_SERVER__LOGGING__LEVEL__X",
+            "x",
+            env("PFXHTTP_SERVER__LOGGING__LEVEL__X", "server.logging.level", "a single value has no key 'x'"),
+        ),
+        (
+            "PFXHTTP_SERVER__CHROOT",
+            "/x",
+            env(
+                "PFXHTTP_SERVER__CHROOT",
+                "server.chroot",
+                "not supported by this version yet; the environment cannot set it",
+            ),
+        ),
+        (
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP__QUERY",
+            "x",
+            env(
+                "PFXHTTP_SOCKET_MAPS__DEMO_MAP__QUERY",
+                "socket_maps.demo_map.query",
+                "takes a mapping; the environment sets single values only",
+            ),
+        ),
+        (
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAPS__TARGET",
+            "http://h/",
+            env(
+                "PFXHTTP_SOCKET_MAPS__DEMO_MAPS__TARGET",
+                "socket_maps.demo_maps",
+                "no socket_maps entry is named so (entries: defaults, demo_map) "
+                "(did you mean 'PFXHTTP_SOCKET_MAPS__DEMO_MAP__TARGET'?)",
+            ),
+        ),
+        (
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP",
+            "x",
+            env(
+                "PFXHTTP_SOCKET_MAPS__DEMO_MAP",
+                "socket_maps.demo_map",
+                "is an entry: the variable must go on to one of its keys",
+            ),
+        ),
+        (
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP__ERROR_ACTION",
+            "DEFER",
+            env(
+                "PFXHTTP_SOCKET_MAPS__DEMO_MAP__ERROR_ACTION",
+                "socket_maps.demo_map.error_action",
+                "'error_action' is only for policy_services",
+            ),
+        ),
+        (
+            "PFXHTTP_SERVER__LISTEN__PORT",
+            "1",
+            env(
+                "PFXHTTP_SERVER__LISTEN__PORT",
+                "server.listen",
+                "a listener is named by its index, as in PFXHTTP_SERVER__LISTEN__0__PORT",
+            ),
+        ),
+        (
+            "PFXHTTP_SERVER__LISTEN__2__PORT",
+            "1",
+            env("PFXHTTP_SERVER__LISTEN__2__PORT", "server.listen", "there is no listener 2: the file has 2"),
+        ),
+        (
+            "PFXHTTP_SERVER__TLS__ENABLED",
+            "'unterminated",
+            env(
+                "PFXHTTP_SERVER__TLS__ENABLED",
+                "server.tls.enabled",
+                'the value "\'unterminated" starts with a quote but is not one quoted YAML string',
+            ),
+        ),
+        # The value is checked like the file's; the error names the variable.
+        (
+            "PFXHTTP_SERVER__HTTP_CLIENT__TIMEOUT",
+            "forever",
+            env(
+                "PFXHTTP_SERVER__HTTP_CLIENT__TIMEOUT",
+                "server.http_client.timeout",
+                "invalid duration 'forever': expected a Go duration such as 500ms, 10s, 1m30s or 1h2m3.5s "
+                "(units ns, us, ms, s, m, h), or a plain number meaning seconds",
+            ),
+        ),
+        (
+            "PFXHTTP_SERVER__LOGGING__LEVEL",
+            "verbose",
+            env(
+                "PFXHTTP_SERVER__LOGGING__LEVEL",
+                "server.logging.level",
+                "unknown log level 'verbose'",
+            ),
+        ),
+        (
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP__CACHE__MAX_ENTRIES",
+            "5",
+            env(
+                "PFXHTTP_SOCKET_MAPS__DEMO_MAP__CACHE__MAX_ENTRIES",
+                "socket_maps.demo_map.cache",
+                "missing required key 'ttl'",
+            ),
+        ),
+    ],
+)
+def test_override_errors_name_the_variable(variable: str, value: str, expected: str) -> None:
+    assert errors({variable: value}) == [expected]
+
+
+def test_a_key_set_twice_and_ambiguous_entry_names() -> None:
+    text = FILE.replace("  demo_map:", "  demo-map: {target: http://h/}\n  demo_map:")
+    assert errors(
+        {
+            "PFXHTTP_SERVER__LOGGING__LEVEL": "debug",
+            "PFXHTTP_Server__Logging__Level": "error",
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP__TARGET": "http://x/",
+        },
+        text,
+    ) == [
+        env(
+            "PFXHTTP_SOCKET_MAPS__DEMO_MAP__TARGET",
+            "socket_maps",
+            "the variable matches the entries demo-map, demo_map: rename one of them to set it here",
+        ),
+        env(
+            "PFXHTTP_Server__Logging__Level",
+            "server.logging.level",
+            "sets the same key as PFXHTTP_SERVER__LOGGING__LEVEL",
+        ),
+    ]
+
+
+def test_file_errors_come_first_and_warnings_name_the_variable() -> None:
+    text = FILE.replace("port: 23450}", "port: 23450, colour: red}")
+    assert errors({"PFXHTTP_SERVER__LOGGING__LEVEL": "loud"}, text) == [
+        "pfxhttp.yml:3:52: at key server.listen[0].colour: unknown key",
+        env("PFXHTTP_SERVER__LOGGING__LEVEL", "server.logging.level", "unknown log level 'loud'"),
+    ]
+    config = parse({"PFXHTTP_SERVER__LISTEN__0__MODE": "0600", "PFXHTTP_SERVER__HTTP_CLIENT__TIMEOUT": "5s"})
+    assert config.warnings == (
+        "server.listen[0].mode (environment variable PFXHTTP_SERVER__LISTEN__0__MODE): only used by unix "
+        "listeners; ignored",
+    )
+
+
+def test_an_entry_value_from_the_environment_carries_its_variable_to_later_checks() -> None:
+    variable = "PFXHTTP_SOCKET_MAPS__DEMO_MAP__VALUE_FIELD"
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(FILE, "pfxhttp.yml", entry_check=check_entry, environ={variable: "$[["})
+    (error,) = info.value.errors
+    assert error.location == EnvironmentLocation(variable, 1, 1)
+    assert error.render().startswith(
+        f"environment variable {variable}: at key socket_maps.demo_map.value_field: "
+    )
+    record = check_report(None, info.value)["errors"][0]
+    assert (record["file"], record["line"], record["variable"]) == (None, None, variable)
+    assert check_report(None, info.value)["file"] is None
+
+
+def test_every_single_value_key_has_a_variable() -> None:
+    # Walk the key tree: the variable of every scalar key reaches that key (its value may still be wrong).
+    tree = key_tree()
+    entry = {"socket_maps": "demo_map", "policy_services": "sender-login"}
+    checked = 0
+    for path, key in leaf_paths(tree):
+        if key.shape is Shape.IGNORED or not key.accepts_scalar():
+            continue
+        parts = path.replace("[]", ".0").split(".")
+        if parts[0] in entry:
+            parts[1] = entry[parts[0]]
+        dotted = ".".join(parts).replace("listen.0", "listen[0]")
+        variable = variable_for(*parts)
+        try:
+            config = parse({variable: "1"})
+        except ConfigErrors as exc:
+            assert all(e.path.startswith(dotted.rsplit(".", 1)[0]) for e in exc.errors), (variable, exc)
+            assert all(e.message != "unknown key" for e in exc.errors), variable
+        else:
+            assert config.overrides == (variable,)
+        checked += 1
+    assert checked > 70
