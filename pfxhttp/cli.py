@@ -15,9 +15,11 @@ Exit codes (also in pfxhttp(8)):
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -27,10 +29,13 @@ from pfxhttp.backend.compile import check_entry
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config import find_config, load_config
 from pfxhttp.config.model import Config
+from pfxhttp.config.report import check_report
+from pfxhttp.config.schema import schema_json
 from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapRequest, SocketmapStatus
+from pfxhttp.server import systemd
 from pfxhttp.server.app import Server
 from pfxhttp.server.listeners import BindError
 
@@ -51,7 +56,8 @@ def _print_config_errors(exc: ConfigError) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
     """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main."""
-    config = load_config(find_config(getattr(args, "config", None)), entry_check=check_entry)
+    path = find_config(getattr(args, "config", None))
+    config = load_config(path, entry_check=check_entry, environ=os.environ)  # PFXHTTP_* overrides
     return config, Runtime(config)
 
 
@@ -63,9 +69,12 @@ def _log_startup(config: Config, log: Any) -> None:
         )
 
 
-async def serve_until_signal(runtime: Runtime, log: Any) -> None:
-    """Run the server; SIGTERM/SIGINT stop it gracefully. SIGHUP is logged (reload is not supported yet)."""
-    server = Server(runtime, log)
+async def serve_until_signal(
+    runtime: Runtime, log: Any, inherited: Mapping[str, Sequence[int]] | None = None
+) -> None:
+    """Run the server; SIGTERM/SIGINT stop it gracefully. SIGHUP is logged (reload is not supported yet).
+    ``inherited``: systemd's sockets (socket activation); readiness goes to $NOTIFY_SOCKET when set."""
+    server = Server(runtime, log, inherited=inherited, notify_environ=os.environ)  # systemd
     await server.bind()  # outside any nursery, so a BindError reaches the caller unwrapped
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
@@ -91,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = get_logger()
     _log_startup(config, log)
     try:
-        trio.run(serve_until_signal, runtime, log)
+        inherited = systemd.listen_fds(os.environ)  # systemd: also unsets LISTEN_* for any child process
+        trio.run(serve_until_signal, runtime, log, inherited)
     except BindError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_BIND
@@ -99,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.json:
+        return _check_json(args)
     config, _runtime = _load(args)
     for warning in config.warnings:
         print(f"pfxhttp: warning: {warning}", file=sys.stderr)
@@ -106,6 +118,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{config.source}: OK: {len(config.server.listen)} listener(s), {len(config.socket_maps)} socket map(s), "
         f"{len(config.policy_services)} policy service(s)"
     )
+    return EXIT_OK
+
+
+def _check_json(args: argparse.Namespace) -> int:
+    """``check --json``: the result as one JSON object on stdout (pfxhttp.config.report), same exit codes."""
+    try:
+        config, _runtime = _load(args)
+    except ConfigError as exc:
+        print(json.dumps(check_report(None, exc, getattr(args, "config", None)), indent=2))
+        return EXIT_CONFIG
+    print(json.dumps(check_report(config), indent=2))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_json())
     return EXIT_OK
 
 
@@ -204,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=cmd_run)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the daemon (the default)").set_defaults(func=cmd_run)
-    sub.add_parser("check", parents=[common], help="validate the configuration and exit").set_defaults(
-        func=cmd_check
-    )
+    check = sub.add_parser("check", parents=[common], help="validate the configuration and exit")
+    check.add_argument("--json", action="store_true", help="print the result as JSON (errors with positions)")
+    check.set_defaults(func=cmd_check)
+    sub.add_parser("schema", help="print the JSON Schema of pfxhttp.yml").set_defaults(func=cmd_schema)
     query = sub.add_parser("query", parents=[common], help="answer one socketmap lookup and print the reply")
     query.add_argument("name", help="socket map name (as in socketmap:...:NAME)")
     query.add_argument("key", help="lookup key")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import socket
@@ -16,12 +17,13 @@ import trio
 
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config import parse_config
-from pfxhttp.config.model import ListenKind, LoggingConfig, LogLevel
+from pfxhttp.config.model import ListenKind, LoggingConfig, LogLevel, MetricsConfig
 from pfxhttp.demo.httpd import HttpReply, HttpRequest, serve_http
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.protocol.netstring import NetstringDecoder
 from pfxhttp.protocol.netstring import encode as netstring
 from pfxhttp.server.app import Server
+from pfxhttp.server.metrics import Metrics
 
 Route = Callable[[HttpRequest], Awaitable[HttpReply]]
 
@@ -202,11 +204,15 @@ async def start_daemon(
     config_text: str,
     grace: float = 2.0,
     idle_timeouts: dict[ListenKind, float] | None = None,
+    metrics: MetricsConfig | None = None,  # replaces server.metrics of config_text
 ) -> Daemon:
     stream = io.StringIO()
     configure_logging(LoggingConfig(level=LogLevel.DEBUG), stream=stream)
     config = parse_config(config_text, "test.yml")
-    server = Server(Runtime(config), get_logger(), grace=grace, idle_timeouts=idle_timeouts)
+    if metrics is not None:
+        config = dataclasses.replace(config, server=dataclasses.replace(config.server, metrics=metrics))
+    runtime = Runtime(config, metrics=Metrics.for_config(config))
+    server = Server(runtime, get_logger(), grace=grace, idle_timeouts=idle_timeouts)
     await nursery.start(server.serve)
     return Daemon(server, stream)
 

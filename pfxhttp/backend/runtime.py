@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -54,6 +54,23 @@ _BUSY = Outcome(OutcomeKind.TEMP, reason=BackendBusy.reason)
 _CIRCUIT_OPEN = Outcome(OutcomeKind.TEMP, reason="backend circuit open")
 
 
+# --- metrics: pfxhttp.server.metrics implements these (the backend layer must not import the server layer) ---
+BUSY, CIRCUIT_OPEN = _BUSY, _CIRCUIT_OPEN  # answered without a backend request; metrics count them apart
+
+
+class EntryMeter(Protocol):
+    def record(self, outcome: Outcome, seconds: float) -> None: ...
+
+
+class LookupMetrics(Protocol):
+    def configure(self, config: Config) -> None: ...
+
+    def entry(self, kind: EntryKind, name: str) -> EntryMeter: ...
+
+
+# --- end metrics ---
+
+
 class EntryGuards:
     """The per-entry state of one runtime: answer cache, in-flight lookups, circuit breaker."""
 
@@ -71,7 +88,9 @@ class EntryGuards:
 class Runtime:
     """Compiled entries plus the shared HTTP client; one per loaded configuration."""
 
-    def __init__(self, config: Config, client: HttpClient | None = None) -> None:
+    def __init__(
+        self, config: Config, client: HttpClient | None = None, metrics: LookupMetrics | None = None
+    ) -> None:
         self.config = config
         self.socket_maps, self.policy_services = compile_config(config)
         self.client = client or HttpClient(config.server.http_client, config.server.tls)
@@ -90,6 +109,16 @@ class Runtime:
             for listen in config.server.listen
             if listen.worker_pool
         }
+        # metrics: None = no metrics at no cost (one empty-dict test per backend lookup)
+        self.metrics = metrics
+        self.meters: dict[int, EntryMeter] = {}
+        if metrics is not None:
+            metrics.configure(config)
+            self.meters = {
+                id(entry): metrics.entry(entry.config.kind, entry.config.name)
+                for entry in (*self.socket_maps.values(), *self.policy_services.values())
+            }
+        # --- end metrics ---
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -148,7 +177,10 @@ class Runtime:
             outcome = await self._call(entry, context)  # the common case: no extra coroutine layers
         else:
             outcome = await self._guarded(entry, context, breaker, pools)
-        elapsed_ms = round((time.monotonic() - started) * 1000, 2)
+        elapsed = time.monotonic() - started
+        if self.meters:  # metrics
+            self.meters[id(entry)].record(outcome, elapsed)
+        elapsed_ms = round(elapsed * 1000, 2)
         if outcome.kind in ANSWERS:
             log.debug(
                 "backend answered",

@@ -9,17 +9,21 @@ connection: an idle Postfix connection is one parked task and costs active ones 
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import trio
 
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import ListenConfig, ListenKind
+from pfxhttp.server import systemd
 from pfxhttp.server.connection import ServerContext, serve_connection
 from pfxhttp.server.listeners import BoundListener, remove_unix_socket
 from pfxhttp.server.listeners import bind as bind_listener
+from pfxhttp.server.metrics import Metrics
+from pfxhttp.server.metrics_http import MetricsEndpoint
 
 DEFAULT_GRACE = 10.0
 # accept() failures that mean "out of resources right now": back off instead of dying.
@@ -36,6 +40,8 @@ class Server:
         *,
         grace: float = DEFAULT_GRACE,
         idle_timeouts: Mapping[ListenKind, float] | None = None,
+        inherited: Mapping[str, Sequence[int]] | None = None,  # systemd: socket activation (systemd.py)
+        notify_environ: Mapping[str, str] | None = None,  # systemd: $NOTIFY_SOCKET; None: no sd_notify
     ) -> None:
         self.runtime = runtime
         self.log = log
@@ -45,8 +51,24 @@ class Server:
         self.reap_interval = min(1.0, min(self.context.idle_timeouts.values()) / 4)
         self.bound: list[BoundListener] = []
         self._stop = trio.Event()
+        self.inherited: Mapping[str, Sequence[int]] = inherited or {}  # systemd
+        self.notify_environ = notify_environ  # systemd
+        # --- metrics: the Runtime's Metrics (Runtime(config, metrics=Metrics.for_config(config))) ---
+        self.metrics = runtime.metrics if isinstance(runtime.metrics, Metrics) else None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        metrics_config = runtime.config.server.metrics
+        if metrics_config.enabled:
+            if self.metrics is None:
+                raise ValueError("server.metrics is enabled but the Runtime was built without metrics")
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_config, log)
+        if self.metrics is not None:
+            self.context.metrics = self.metrics
+            self.metrics.attach(self.context.runtime, self.context.registry.busy)
+        # --- end metrics ---
 
     def request_stop(self) -> None:
+        if not self._stop.is_set():  # systemd
+            self.sd_notify(systemd.STOPPING)  # systemd
         self._stop.set()
 
     async def bind(self) -> list[BoundListener]:
@@ -56,7 +78,9 @@ class Server:
         bound: list[BoundListener] = []
         try:
             for listen in self.runtime.config.server.listen:
-                bound.append(await bind_listener(listen))
+                bound.append(await bind_listener(listen, self.inherited))
+            if self.metrics_endpoint is not None:  # metrics
+                await self.metrics_endpoint.bind()
         except BaseException:
             for b in bound:
                 for lst in b.listeners:
@@ -92,6 +116,8 @@ class Server:
         for b in self.bound:
             for lst in b.listeners:
                 lst.socket.close()
+        if self.metrics_endpoint is not None:  # metrics
+            self.metrics_endpoint.close()
 
     async def serve(
         self, *, task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED
@@ -107,7 +133,17 @@ class Server:
                         self.log.info(
                             "listening", kind=b.config.kind.value, name=b.config.name, addresses=b.addresses
                         )
+                    if self.metrics_endpoint is not None:  # metrics
+                        acceptors.start_soon(self.metrics_endpoint.serve)
+                        endpoint = self.metrics_endpoint
+                        self.log.info(
+                            "listening",
+                            kind="metrics",
+                            name=endpoint.config.path,
+                            addresses=endpoint.addresses,
+                        )
                     task_status.started(self.bound)
+                    self.sd_notify(self.ready_state())  # systemd
                     await self._stop.wait()
                     acceptors.cancel_scope.cancel()
                 self._close_listeners()
@@ -123,3 +159,29 @@ class Server:
             with trio.CancelScope(shield=True):
                 await self.runtime.aclose()
         self.log.info("stopped")
+
+    # --- systemd: sd_notify(3) (socket activation is in listeners.py; see systemd.py) ---
+
+    def sd_notify(self, state: str) -> None:
+        """Tell systemd ``state`` when started with ``notify_environ``; a failure is logged, never raised: the
+        daemon keeps serving even if systemd cannot hear it."""
+        environ = self.notify_environ
+        if environ is None or systemd.notify(state, environ) or not environ.get("NOTIFY_SOCKET"):
+            return
+        self.log.error("cannot notify systemd", state=state.split("\n", 1)[0])
+
+    def ready_state(self) -> str:
+        """``READY=1`` with a STATUS= line for ``systemctl status``."""
+        count = sum(len(b.listeners) for b in self.bound)
+        return systemd.ready_state(f"serving on {count} socket(s)")
+
+    @contextlib.contextmanager
+    def systemd_reloading(self) -> Iterator[None]:
+        """Wrap a configuration reload: RELOADING=1 with MONOTONIC_USEC= before (as ``Type=notify-reload``,
+        systemd >= 253, requires), READY=1 after, also when the reload failed and the old configuration serves
+        on (systemd waits for READY=1 to end the reload either way)."""
+        self.sd_notify(systemd.reloading_state())
+        try:
+            yield
+        finally:
+            self.sd_notify(self.ready_state())

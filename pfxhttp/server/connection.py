@@ -29,6 +29,7 @@ from pfxhttp.protocol.netstring import NetstringDecoder
 from pfxhttp.protocol.policy import PolicyDecoder
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
 from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableStatus
+from pfxhttp.server.metrics import ListenerMeter, Metrics
 
 SOCKETMAP_IDLE_TIMEOUT = 60.0
 POLICY_IDLE_TIMEOUT = 330.0
@@ -67,6 +68,11 @@ class ConnectionRegistry:
 
     def discard(self, conn: Connection) -> None:
         self._connections.discard(conn)
+
+    def busy(self) -> int:
+        """metrics: connections answering a request now (seen from another task: between two checkpoints a
+        connection is idle exactly when it waits for its next request)."""
+        return sum(1 for conn in self._connections if not conn.idle)
 
     def reap(self, now: float) -> None:
         """Close connections idle for longer than their timeout."""
@@ -115,6 +121,7 @@ async def _socketmap_loop(
     decoder = NetstringDecoder()
     runtime = ctx.runtime()
     max_reply = runtime.max_reply_size
+    meter = ctx.listener_meter(listener)  # metrics
     count = 0
     while True:
         data = await _receive(stream, conn, ctx.registry)
@@ -131,7 +138,10 @@ async def _socketmap_loop(
                 wire = reply.encode(max_reply)
             except ReplyError as exc:  # the mapping checks sizes and bytes first; this is the last guard
                 log.error("reply could not be encoded", request=count, error=str(exc))
-                wire = SocketmapReply.perm("invalid reply").encode(max_reply)
+                reply = SocketmapReply.perm("invalid reply")  # metrics: count the reply sent
+                wire = reply.encode(max_reply)
+            if meter is not None:  # metrics
+                meter.socketmap(request.name, reply.status)
             log.debug("socketmap reply", request=count, status=reply.status.value)
             await stream.send_all(wire)
         if ctx.registry.stopping:
@@ -143,6 +153,7 @@ async def _policy_loop(
 ) -> int:
     decoder = PolicyDecoder()
     service = listener.name
+    meter = ctx.listener_meter(listener)  # metrics
     debug = log.is_enabled_for(logging.DEBUG)
     count = 0
     while True:
@@ -163,6 +174,8 @@ async def _policy_loop(
                     recipient=request.get("recipient"),
                 )
             reply = await ctx.runtime().policy(service, request, log, count, listener)
+            if meter is not None:  # metrics
+                meter.policy(None if reply is None else reply.action)
             if reply is None:  # on_error: close -> Postfix applies smtpd_policy_service_default_action
                 log.info("backend failed, closing without a reply (on_error: close)", request=count)
                 return count
@@ -177,6 +190,7 @@ async def _tcp_table_loop(
     stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
 ) -> int:
     decoder = TcpTableDecoder()
+    meter = ctx.listener_meter(listener)  # metrics
     count = 0
     while True:
         data = await _receive(stream, conn, ctx.registry)
@@ -188,6 +202,8 @@ async def _tcp_table_loop(
             count += 1
             log.debug("tcp_table request", request=count, name=listener.name, key=request.key)
             reply = await ctx.runtime().tcp_table(listener.name, request.key, log, count, listener)
+            if meter is not None:  # metrics
+                meter.tcp_table(reply.status)
             log.debug("tcp_table reply", request=count, status=reply.status.value)
             await stream.send_all(reply.encode())
             if reply.status is TcpTableStatus.TEMP:
@@ -200,9 +216,14 @@ class ServerContext:
     """What connection tasks share: the current runtime and the connection registry."""
 
     def __init__(
-        self, runtime: Runtime, log: Any, idle_timeouts: Mapping[ListenKind, float] | None = None
+        self,
+        runtime: Runtime,
+        log: Any,
+        idle_timeouts: Mapping[ListenKind, float] | None = None,
+        metrics: Metrics | None = None,  # metrics
     ) -> None:
         self._runtime = runtime
+        self.metrics = metrics  # metrics
         self.idle_timeouts = dict(idle_timeouts or DEFAULT_IDLE_TIMEOUTS)
         self.registry = ConnectionRegistry()
         self.log = log
@@ -214,6 +235,10 @@ class ServerContext:
 
     def session_id(self) -> str:
         return f"{self._prefix}-{next(self._session_ids)}"
+
+    def listener_meter(self, listener: ListenConfig) -> ListenerMeter | None:
+        """metrics: the listener's pre-bound counters, None without metrics."""
+        return None if self.metrics is None else self.metrics.listener(listener)
 
 
 _LOOPS: dict[ListenKind, Callable[..., Awaitable[int]]] = {
@@ -227,6 +252,9 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
     """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all."""
     conn = Connection(ctx.idle_timeouts[listener.kind])
     ctx.registry.add(conn)
+    meter = ctx.listener_meter(listener)  # metrics
+    if meter is not None:
+        meter.connections.inc()
     log = ctx.log.bind(session=ctx.session_id(), listener=listener.name or listener.describe())
     log.debug("connection opened", peer=_peer(stream))
     requests = 0
@@ -243,5 +271,7 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
         log.exception("unexpected error, closing connection")
     finally:
         ctx.registry.discard(conn)
+        if meter is not None:  # metrics
+            meter.connections.dec()
         log.debug("connection closed", requests=requests)
         await trio.aclose_forcefully(stream)  # may raise a pending Cancelled, after closing: keep it last

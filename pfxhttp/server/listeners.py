@@ -4,6 +4,16 @@ trio has no unix listener helper, so a bound ``trio.socket`` is wrapped in ``tri
 socket file left by a crashed daemon is replaced, but only if it IS a socket: a regular file or directory at that
 path is someone else's and is never deleted. mode/user/group are applied right after bind, before listen(), so
 no client can connect through looser permissions. user/group lookups are blocking (NSS) and run in a thread.
+
+Socket activation: a listener with ``systemd_socket_name`` takes the descriptors systemd passed under that
+``FileDescriptorName=`` (parsed by ``pfxhttp.server.systemd.listen_fds`` and handed in as ``inherited``) instead
+of binding. Each is checked to be a listening stream socket of a family that fits the listener's type, and is
+used through a duplicate, so the mapping stays valid for a second bind (a reload) and a listener closing its
+copy never closes a descriptor another one shares. When the process was not socket-activated at all (empty
+mapping) such a listener binds its address as usual; when it was, a missing name is a BindError: a unit whose
+sockets do not match the configuration must fail to start, not quietly listen elsewhere. An inherited unix
+socket belongs to its socket unit: mode/user/group are the unit's ``SocketMode=``/``SocketUser=``/
+``SocketGroup=`` and its file is never removed by us.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import os
 import pwd
 import socket as stdlib_socket
 import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -34,6 +45,7 @@ class BoundListener:
     config: ListenConfig
     listeners: list[trio.SocketListener]
     addresses: list[str]  # "127.0.0.1:23450", "[::1]:23450", "/run/pfxhttp/map.sock"
+    inherited: bool = False  # taken from systemd (socket activation): the socket unit owns the file
 
 
 def _strip_brackets(address: str) -> str:
@@ -49,6 +61,8 @@ def _format(sockaddr: object, family: int) -> str:
     if family == stdlib_socket.AF_INET:
         host, port = sockaddr  # type: ignore[misc]
         return f"{host}:{port}"
+    if isinstance(sockaddr, bytes):  # Linux abstract unix address, written as systemd does: "@name"
+        return "@" + sockaddr[1:].decode("utf-8", "replace")
     return str(sockaddr)
 
 
@@ -121,8 +135,71 @@ async def _bind_unix(config: ListenConfig) -> list[trio.SocketListener]:
     return [trio.SocketListener(sock)]
 
 
-async def bind(config: ListenConfig) -> BoundListener:
-    """Bind one configured listener; raise BindError with a readable message on failure."""
+# The address families a listener type may be served on. A tcp listener takes AF_INET6 too: systemd's
+# ``ListenStream=23450`` is one IPv6 socket that also accepts IPv4 (BindIPv6Only=default).
+_FAMILIES = {
+    ListenType.TCP: (stdlib_socket.AF_INET, stdlib_socket.AF_INET6),
+    ListenType.TCP6: (stdlib_socket.AF_INET6,),
+    ListenType.UNIX: (stdlib_socket.AF_UNIX,),
+}
+
+
+def _adopt_one(config: ListenConfig, fd: int) -> trio.SocketListener:
+    where = f"{config.describe()}: systemd socket {config.systemd_socket_name!r} (descriptor {fd})"
+    try:
+        # A duplicate (close-on-exec): ours to close, while the inherited descriptor stays valid.
+        copy = os.dup(fd)
+    except OSError as exc:
+        raise BindError(f"{where} is not open: {exc.strerror or exc}") from exc
+    try:
+        sock = stdlib_socket.socket(fileno=copy)
+    except OSError as exc:  # ENOTSOCK: a file or a pipe
+        os.close(copy)
+        raise BindError(f"{where} is not a socket: {exc.strerror or exc}") from exc
+    try:
+        if sock.type != stdlib_socket.SOCK_STREAM:
+            raise BindError(f"{where} is not a stream socket (ListenStream= in the socket unit)")
+        if sock.family not in _FAMILIES[config.type]:
+            family = stdlib_socket.AddressFamily(sock.family).name
+            raise BindError(f"{where} is {family}, which a {config.type.value} listener cannot serve")
+        if not sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_ACCEPTCONN):
+            raise BindError(f"{where} is not listening (Accept=yes in the socket unit?)")
+        return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _adopt(config: ListenConfig, inherited: Mapping[str, Sequence[int]]) -> list[trio.SocketListener]:
+    name = config.systemd_socket_name
+    fds = inherited.get(name or "")
+    if not fds:
+        available = ", ".join(sorted(inherited)) or "none"
+        raise BindError(
+            f"cannot listen on {config.describe()}: socket-activated, but systemd passed no socket named "
+            f"{name!r} (FileDescriptorName= of the socket units: {available})"
+        )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for fd in fds:
+            listeners.append(_adopt_one(config, fd))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
+async def bind(config: ListenConfig, inherited: Mapping[str, Sequence[int]]) -> BoundListener:
+    """Bind one configured listener, or adopt its systemd socket; raise BindError with a readable message.
+
+    ``inherited``: the descriptors systemd passed, by name (``systemd.listen_fds()``); empty when the process
+    was not socket-activated.
+    """
+    if config.systemd_socket_name is not None and inherited:
+        listeners = _adopt(config, inherited)
+        addresses = [_format(lst.socket.getsockname(), lst.socket.family) for lst in listeners]
+        return BoundListener(config, listeners, addresses, inherited=True)
     try:
         if config.type is ListenType.UNIX:
             listeners = await _bind_unix(config)
@@ -138,8 +215,8 @@ async def bind(config: ListenConfig) -> BoundListener:
 
 
 def remove_unix_socket(bound: BoundListener) -> None:
-    """Remove our unix socket file at shutdown (only if it is still a socket)."""
-    if bound.config.type is not ListenType.UNIX:
+    """Remove our unix socket file at shutdown (only if it is still a socket, and never systemd's)."""
+    if bound.config.type is not ListenType.UNIX or bound.inherited:
         return
     try:
         if stat.S_ISSOCK(os.lstat(bound.config.address).st_mode):
