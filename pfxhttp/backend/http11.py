@@ -247,6 +247,7 @@ class Http11Connection:
         "_max_body",
         "_max_header",
         "_parser",
+        "_proto_seen",
         "_response",
         "_sock",
         "_status",
@@ -283,6 +284,7 @@ class Http11Connection:
         self._body_size = 0
         self._response: HttpResponse | None = None
         self._extra = False
+        self._proto_seen = 0  # bytes of "HTTP/" checked at the start of this response
 
     def close(self) -> None:
         """Discard the connection now (no TLS close_notify: https_compatible peers do not need one)."""
@@ -322,6 +324,8 @@ class Http11Connection:
         return response
 
     def _feed(self, chunk: bytes | bytearray) -> HttpResponse | None:
+        if self._proto_seen < _PROTO_LEN:
+            self._check_protocol(chunk)
         if not self._headers_done:
             # Counted before parsing so that a header line without end cannot grow httptools' buffer.
             self._head_size += len(chunk)
@@ -343,6 +347,15 @@ class Http11Connection:
         if not self._headers_done and self._head_size > self._max_header:
             raise BackendProtocolError(f"response header block over {self._max_header} bytes")
         return self._response
+
+    def _check_protocol(self, chunk: bytes | bytearray) -> None:
+        """The response must start with "HTTP/": llhttp also accepts RTSP/ and ICE/ status lines, and an
+        "RTSP/1.0 404" must not become NOTFOUND (found by tests/test_faults.py)."""
+        start = self._proto_seen
+        take = bytes(chunk[: _PROTO_LEN - start])
+        if _PROTO[start : start + len(take)] != take:
+            raise BackendProtocolError("the response is not HTTP (status line does not start with HTTP/)")
+        self._proto_seen = start + len(take)
 
     def _eof(self, send_error: BaseException | None) -> HttpResponse:
         if self._headers_done and self._content_length is None and not self._chunked:
@@ -370,6 +383,8 @@ class Http11Connection:
         self._coding = None
 
     def on_status(self, status: bytes) -> None:
+        if b"\x00" in status:  # llhttp lets a NUL through in the reason phrase; no HTTP server sends one
+            raise BackendProtocolError("NUL byte in the status line")
         self._fields_size += len(status) + 15  # plus "HTTP/1.1 200 " and CRLF
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -390,6 +405,10 @@ class Http11Connection:
         status = self._parser.get_status_code()
         if self._fields_size > self._max_header:
             raise BackendProtocolError(f"response header block over {self._max_header} bytes")
+        if not 100 <= status <= 599:
+            # llhttp accepts any three digits; a 0xx would be taken for an interim response whose body llhttp
+            # still delivers, and that body would become the answer (found by tests/test_faults.py).
+            raise BackendProtocolError(f"invalid status code {status}")
         if status < 200:
             if status == 101:
                 raise BackendProtocolError("unexpected 101 Switching Protocols")
@@ -408,6 +427,8 @@ class Http11Connection:
             self._decoder = GzipDecoder(self._max_body)
 
     def on_body(self, body: bytes) -> None:
+        if not self._headers_done:
+            raise BackendProtocolError("body in an interim (1xx) response")
         self._body_size += len(body)
         if self._body_size > self._max_body:
             raise BackendBodyTooLarge(f"response body over the {self._max_body} byte cap")
@@ -422,6 +443,10 @@ class Http11Connection:
         # Asked here: llhttp forgets the message's flags once this callback returns.
         self.reusable = self._parser.should_keep_alive()
         self._finish()
+
+
+_PROTO = b"HTTP/"
+_PROTO_LEN = len(_PROTO)
 
 
 def _transport_what(got_bytes: bool) -> str:

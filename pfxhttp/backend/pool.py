@@ -32,8 +32,11 @@ from pfxhttp.errors import BackendTimeout, BackendTransportError
 __all__ = ["HttpClient", "HttpResponse", "PreparedRequest", "Target", "prepare_request"]
 
 
-# Seconds a pooled connection must have been idle before it is polled for liveness at checkout.
-LIVENESS_CHECK_AFTER = 1.0
+# Seconds a pooled connection must have been idle before it is polled at checkout. 0: every reuse is polled.
+# Skipping the poll for recently used connections saved a syscall per request but let an unsolicited response
+# (sent by a misbehaving backend on an idle keep-alive connection) be read as the answer to the next request:
+# a wrong OK or a NOTFOUND (found by tests/test_faults.py). Correctness first.
+LIVENESS_CHECK_AFTER = 0.0
 
 
 @dataclass(slots=True)
@@ -108,9 +111,8 @@ class _HostPool:
             conn = idle.pop()
             self._budget.count -= 1
             idle_for = now - conn.idle_since
-            # The liveness poll is a syscall; a connection used within the last second is almost never closed
-            # by the server already, and that rare race is covered by the retry-once on a fresh connection.
-            if idle_for > max_age or (idle_for > LIVENESS_CHECK_AFTER and conn.is_dead()):
+            # Dead (closed by the server) or holding bytes nobody asked for: never reuse it (see above).
+            if idle_for > max_age or (idle_for >= LIVENESS_CHECK_AFTER and conn.is_dead()):
                 conn.close()
                 self._open -= 1
                 continue
