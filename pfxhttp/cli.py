@@ -8,6 +8,7 @@ Exit codes (also in pfxhttp(8)):
 2     usage error
 71    a listener could not be bound (EX_OSERR)
 75    ``query``: TEMP, TIMEOUT or PERM reply (EX_TEMPFAIL)
+77    run_as_user / run_as_group could not be applied (EX_NOPERM)
 78    configuration error (EX_CONFIG)
 ====  ==================================================================
 """
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -35,9 +37,12 @@ from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapRequest, SocketmapStatus
-from pfxhttp.server import systemd
+from pfxhttp.server import privileges, systemd
 from pfxhttp.server.app import Server
 from pfxhttp.server.listeners import BindError
+from pfxhttp.server.metrics import Metrics
+from pfxhttp.server.privileges import PrivilegeError
+from pfxhttp.server.reload import reload_configuration
 
 EXIT_OK = 0
 EXIT_NOTFOUND = 1
@@ -45,6 +50,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BIND = 71
 EXIT_TEMPFAIL = 75
+EXIT_NOPERM = 77
 EXIT_CONFIG = 78
 
 
@@ -58,7 +64,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
     """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main."""
     path = find_config(getattr(args, "config", None))
     config = load_config(path, entry_check=check_entry, environ=os.environ)  # PFXHTTP_* overrides
-    return config, Runtime(config)
+    return config, Runtime(config, metrics=Metrics.for_config(config))
 
 
 def _log_startup(config: Config, log: Any) -> None:
@@ -72,10 +78,15 @@ def _log_startup(config: Config, log: Any) -> None:
 async def serve_until_signal(
     runtime: Runtime, log: Any, inherited: Mapping[str, Sequence[int]] | None = None
 ) -> None:
-    """Run the server; SIGTERM/SIGINT stop it gracefully. SIGHUP is logged (reload is not supported yet).
-    ``inherited``: systemd's sockets (socket activation); readiness goes to $NOTIFY_SOCKET when set."""
-    server = Server(runtime, log, inherited=inherited, notify_environ=os.environ)  # systemd
+    """Run the server until SIGTERM/SIGINT (graceful stop); SIGHUP reloads the configuration file.
+
+    Listeners are bound first (as root, if started so), then privileges are dropped (server.run_as_user),
+    then requests are served. ``inherited``: systemd's sockets; readiness goes to $NOTIFY_SOCKET when set."""
+    server = Server(runtime, log, inherited=inherited, notify_environ=os.environ)
     await server.bind()  # outside any nursery, so a BindError reaches the caller unwrapped
+    settings = runtime.config.server
+    identity = await trio.to_thread.run_sync(privileges.resolve, settings.run_as_user, settings.run_as_group)
+    privileges.apply(identity, log)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
@@ -83,11 +94,12 @@ async def serve_until_signal(
             async def watch() -> None:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        log.error(
-                            "SIGHUP received: configuration reload is not supported yet; restart to apply"
-                        )
+                        if runtime.config.source is None:
+                            server.log.error("SIGHUP: no configuration file to reload")
+                            continue
+                        await reload_configuration(server, Path(runtime.config.source), os.environ)
                         continue
-                    log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+                    server.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
                     server.request_stop()
                     return
 
@@ -105,6 +117,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BindError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_BIND
+    except PrivilegeError as exc:
+        log.error("cannot drop privileges", error=str(exc))
+        return EXIT_NOPERM
     return EXIT_OK
 
 

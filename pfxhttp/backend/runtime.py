@@ -19,6 +19,7 @@ from collections.abc import Hashable
 from typing import Any, Protocol
 
 import orjson
+import trio
 
 from pfxhttp.backend.cache import AnswerCache, SingleFlight, policy_cache_key
 from pfxhttp.backend.compile import CompiledEntry, compile_config
@@ -95,6 +96,8 @@ class Runtime:
         self.socket_maps, self.policy_services = compile_config(config)
         self.client = client or HttpClient(config.server.http_client, config.server.tls)
         self.max_reply_size = config.server.socketmap_max_reply_size
+        self.active = 0  # lookups in progress
+        self._drained: trio.Event | None = None
         response_cache = config.server.response_cache
         self.guards = {
             id(entry): EntryGuards(entry.config, response_cache)
@@ -104,8 +107,8 @@ class Runtime:
         self.server_pools: tuple[WorkerPool, ...] = (server_pool,) if server_pool else ()
         # Per listener: its own pool first, then the server-wide one, always in this order (guard.py: no
         # deadlock). Precomputed so a lookup without pools costs one dict probe.
-        self.listener_pools: dict[ListenConfig, tuple[WorkerPool, ...]] = {
-            listen: (WorkerPool(listen.worker_pool), *self.server_pools)
+        self.listener_pools: dict[tuple[object, ...], tuple[WorkerPool, ...]] = {
+            listen.identity(): (WorkerPool(listen.worker_pool), *self.server_pools)
             for listen in config.server.listen
             if listen.worker_pool
         }
@@ -123,6 +126,15 @@ class Runtime:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def retire(self, limit: float) -> None:
+        """After a reload: let lookups still running on this runtime finish (at most ``limit`` seconds, bounded
+        anyway by the HTTP deadline), then close its HTTP connections."""
+        self._drained = trio.Event()
+        if self.active:
+            with trio.move_on_after(limit):
+                await self._drained.wait()
+        await self.aclose()
+
     def cache_key(self, entry: CompiledEntry, context: dict[str, Any]) -> Hashable:
         config = entry.config
         if config.kind is EntryKind.SOCKET_MAP:
@@ -139,29 +151,39 @@ class Runtime:
         listener: ListenConfig | None = None,
     ) -> Outcome:
         """One lookup of ``entry`` for one request's template ``context``; never raises for backend trouble."""
-        guards = self.guards[id(entry)]
-        pools = self.listener_pools.get(listener, self.server_pools) if listener else self.server_pools
-        cache = guards.cache
-        if cache is None:
-            return await self._logged(entry, context, guards.breaker, pools, log, request_id)
-        key = self.cache_key(entry, context)
-        cached = cache.fresh(key)
-        if cached is not None:
-            log.debug("answered from cache", request=request_id, entry=entry.config.name)
-            return cached
-        outcome = await guards.flights.run(
-            key, lambda: self._logged(entry, context, guards.breaker, pools, log, request_id)
-        )
-        if outcome.kind in ANSWERS:
-            cache.store(key, outcome)
-            return outcome
-        stale = cache.stale(key)
-        if stale is not None:
-            log.error(
-                "backend failed, serving the last good answer", request=request_id, entry=entry.config.name
+        self.active += 1  # retire() waits for these after a reload swapped this runtime out
+        try:
+            guards = self.guards[id(entry)]
+            pools = self.server_pools
+            if listener is not None and self.listener_pools:
+                pools = self.listener_pools.get(listener.identity(), pools)
+            cache = guards.cache
+            if cache is None:
+                return await self._logged(entry, context, guards.breaker, pools, log, request_id)
+            key = self.cache_key(entry, context)
+            cached = cache.fresh(key)
+            if cached is not None:
+                log.debug("answered from cache", request=request_id, entry=entry.config.name)
+                return cached
+            outcome = await guards.flights.run(
+                key, lambda: self._logged(entry, context, guards.breaker, pools, log, request_id)
             )
-            return stale
-        return outcome
+            if outcome.kind in ANSWERS:
+                cache.store(key, outcome)
+                return outcome
+            stale = cache.stale(key)
+            if stale is not None:
+                log.error(
+                    "backend failed, serving the last good answer",
+                    request=request_id,
+                    entry=entry.config.name,
+                )
+                return stale
+            return outcome
+        finally:
+            self.active -= 1
+            if not self.active and self._drained is not None:
+                self._drained.set()
 
     async def _logged(
         self,

@@ -82,6 +82,14 @@ class ListenConfig:
     systemd_socket_name: str | None = None
     location: Location | None = None
 
+    def identity(self) -> tuple[object, ...]:
+        """What makes it the same listener across a reload (worker pools are found by it)."""
+        return (self.kind, self.name, self.type, self.address, self.port, self.systemd_socket_name)
+
+    def binding(self) -> tuple[object, ...]:
+        """What a reload must rebind the socket for when it changes."""
+        return (*self.identity(), self.mode, self.user, self.group)
+
     def describe(self) -> str:
         """Human form used in logs: ``unix:/run/x.sock`` or ``tcp:127.0.0.1:23450``."""
         if self.type is ListenType.UNIX:

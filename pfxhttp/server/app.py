@@ -17,10 +17,10 @@ from typing import Any
 import trio
 
 from pfxhttp.backend.runtime import Runtime
-from pfxhttp.config.model import ListenConfig, ListenKind
+from pfxhttp.config.model import ListenKind
 from pfxhttp.server import systemd
 from pfxhttp.server.connection import ServerContext, serve_connection
-from pfxhttp.server.listeners import BoundListener, remove_unix_socket
+from pfxhttp.server.listeners import BindError, BoundListener, remove_unix_socket
 from pfxhttp.server.listeners import bind as bind_listener
 from pfxhttp.server.metrics import Metrics
 from pfxhttp.server.metrics_http import MetricsEndpoint
@@ -44,6 +44,7 @@ class Server:
         notify_environ: Mapping[str, str] | None = None,  # systemd: $NOTIFY_SOCKET; None: no sd_notify
     ) -> None:
         self.runtime = runtime
+        self.started_config = runtime.config  # what start-time settings (metrics, run_as_*) came from
         self.log = log
         self.grace = grace
         self.context = ServerContext(runtime, log, idle_timeouts)
@@ -51,6 +52,9 @@ class Server:
         self.reap_interval = min(1.0, min(self.context.idle_timeouts.values()) / 4)
         self.bound: list[BoundListener] = []
         self._stop = trio.Event()
+        self._acceptors: trio.Nursery | None = None  # while serving: the accept loops (reload adds to it)
+        self._connections: trio.Nursery | None = None
+        self._accept_scopes: dict[int, trio.CancelScope] = {}
         self.inherited: Mapping[str, Sequence[int]] = inherited or {}  # systemd
         self.notify_environ = notify_environ  # systemd
         # --- metrics: the Runtime's Metrics (Runtime(config, metrics=Metrics.for_config(config))) ---
@@ -97,7 +101,7 @@ class Server:
             registry.reap(trio.current_time())
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, config: ListenConfig, nursery: trio.Nursery
+        self, listener: trio.SocketListener, bound: BoundListener, nursery: trio.Nursery
     ) -> None:
         while True:
             try:
@@ -105,10 +109,28 @@ class Server:
             except OSError as exc:
                 if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
                     raise
-                self.log.error("accept failed, backing off", listener=config.describe(), error=str(exc))
+                self.log.error("accept failed, backing off", listener=bound.config.describe(), error=str(exc))
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(serve_connection, stream, self.context, config)
+            # bound.config, read per connection: a reload may replace it with the new file's (same identity).
+            nursery.start_soon(serve_connection, stream, self.context, bound.config)
+
+    def _start_accepting(self, bound: BoundListener) -> None:
+        assert self._acceptors is not None and self._connections is not None
+        scope = trio.CancelScope()
+        self._accept_scopes[id(bound)] = scope
+        self._acceptors.start_soon(self._accept_all, bound, scope, self._connections)
+        self.log.info(
+            "listening", kind=bound.config.kind.value, name=bound.config.name, addresses=bound.addresses
+        )
+
+    async def _accept_all(
+        self, bound: BoundListener, scope: trio.CancelScope, connections: trio.Nursery
+    ) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for lst in bound.listeners:
+                    nursery.start_soon(self._accept_loop, lst, bound, connections)
 
     def _close_listeners(self) -> None:
         # Synchronous on purpose: an awaiting close would raise Cancelled at the first listener during a
@@ -125,14 +147,12 @@ class Server:
         await self.bind()
         try:
             async with trio.open_nursery() as connections:
+                self._connections = connections
                 async with trio.open_nursery() as acceptors:
+                    self._acceptors = acceptors
                     acceptors.start_soon(self._reap_idle)
                     for b in self.bound:
-                        for lst in b.listeners:
-                            acceptors.start_soon(self._accept_loop, lst, b.config, connections)
-                        self.log.info(
-                            "listening", kind=b.config.kind.value, name=b.config.name, addresses=b.addresses
-                        )
+                        self._start_accepting(b)
                     if self.metrics_endpoint is not None:  # metrics
                         acceptors.start_soon(self.metrics_endpoint.serve)
                         endpoint = self.metrics_endpoint
@@ -146,6 +166,7 @@ class Server:
                     self.sd_notify(self.ready_state())  # systemd
                     await self._stop.wait()
                     acceptors.cancel_scope.cancel()
+                self._acceptors = None
                 self._close_listeners()
                 self.log.info(
                     "stopping", open_connections=len(self.context.registry), grace_seconds=self.grace
@@ -153,12 +174,49 @@ class Server:
                 self.context.registry.stop()
                 connections.cancel_scope.deadline = trio.current_time() + self.grace
         finally:
+            self._acceptors = self._connections = None
             self._close_listeners()
             for b in self.bound:
                 remove_unix_socket(b)
             with trio.CancelScope(shield=True):
                 await self.runtime.aclose()
         self.log.info("stopped")
+
+    async def apply(self, runtime: Runtime) -> None:
+        """A reload: serve ``runtime`` from now on. Listeners the new file no longer has (or binds differently)
+        stop accepting and their connections close after their current request; new ones are bound (a bind
+        failure is logged, the rest goes on); kept listeners serve on, uninterrupted. Requests already running
+        finish on the old runtime, which is then closed. Caches belong to a runtime, so a reload starts with
+        empty caches: answers cached under the old backend definitions are never served by the new ones."""
+        if self._acceptors is None:
+            raise RuntimeError("apply() needs a serving server")
+        wanted = {listen.binding(): listen for listen in runtime.config.server.listen}
+        kept: list[BoundListener] = []
+        for bound in self.bound:
+            listen = wanted.pop(bound.config.binding(), None)
+            if listen is None:
+                self._accept_scopes.pop(id(bound)).cancel()
+                for lst in bound.listeners:
+                    lst.socket.close()
+                remove_unix_socket(bound)
+                self.context.registry.stop_listener(bound.config.identity())
+                self.log.info("listener removed", kind=bound.config.kind.value, addresses=bound.addresses)
+            else:
+                bound.config = listen  # same socket, the new file's settings (e.g. its worker_pool)
+                kept.append(bound)
+        self.bound = kept
+        for listen in wanted.values():  # in file order
+            try:
+                bound = await bind_listener(listen, self.inherited)
+            except BindError as exc:
+                self.log.error("cannot add listener", listener=listen.describe(), error=str(exc))
+                continue
+            self.bound.append(bound)
+            self._start_accepting(bound)
+        previous = self.context.swap(runtime)
+        self.runtime = runtime
+        assert self._connections is not None
+        self._connections.start_soon(previous.retire, runtime.config.server.http_client.timeout + 5.0)
 
     # --- systemd: sd_notify(3) (socket activation is in listeners.py; see systemd.py) ---
 

@@ -44,13 +44,15 @@ RECEIVE_SIZE = 65536
 class Connection:
     """Per-connection state the server needs to see (idle sweep, shutdown)."""
 
-    __slots__ = ("idle", "idle_since", "idle_timeout", "scope")
+    __slots__ = ("idle", "idle_since", "idle_timeout", "listener", "scope", "stopping")
 
-    def __init__(self, idle_timeout: float) -> None:
+    def __init__(self, idle_timeout: float, listener: tuple[object, ...] = ()) -> None:
         self.scope = trio.CancelScope()
         self.idle = False
         self.idle_since = 0.0
         self.idle_timeout = idle_timeout
+        self.listener = listener  # ListenConfig.identity() of the listener that accepted it
+        self.stopping = False  # close after the current request (shutdown, or its listener was removed)
 
 
 class ConnectionRegistry:
@@ -84,8 +86,17 @@ class ConnectionRegistry:
         """Close idle connections now; busy ones close after their current reply."""
         self.stopping = True
         for conn in self._connections:
+            conn.stopping = True
             if conn.idle:
                 conn.scope.cancel()
+
+    def stop_listener(self, identity: tuple[object, ...]) -> None:
+        """A reload removed this listener: close its connections like at shutdown, the others serve on."""
+        for conn in self._connections:
+            if conn.listener == identity:
+                conn.stopping = True
+                if conn.idle:
+                    conn.scope.cancel()
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -105,7 +116,7 @@ async def _receive(
     stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry
 ) -> bytes | bytearray:
     """Wait for bytes as an idle connection; b"" on EOF. The idle sweep or shutdown cancels via conn.scope."""
-    if registry.stopping:
+    if conn.stopping:
         conn.scope.cancel()
     conn.idle_since = trio.current_time()
     conn.idle = True
@@ -119,8 +130,6 @@ async def _socketmap_loop(
     stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
 ) -> int:
     decoder = NetstringDecoder()
-    runtime = ctx.runtime()
-    max_reply = runtime.max_reply_size
     meter = ctx.listener_meter(listener)  # metrics
     count = 0
     while True:
@@ -133,7 +142,9 @@ async def _socketmap_loop(
             count += 1
             request = SocketmapRequest.parse(payload)
             log.debug("socketmap request", request=count, name=request.name, key=request.key)
-            reply = await ctx.runtime().socketmap(request, log, count, listener)
+            runtime = ctx.runtime()  # per request: a reload swaps it; a running request keeps its own
+            max_reply = runtime.max_reply_size
+            reply = await runtime.socketmap(request, log, count, listener)
             try:
                 wire = reply.encode(max_reply)
             except ReplyError as exc:  # the mapping checks sizes and bytes first; this is the last guard
@@ -144,7 +155,7 @@ async def _socketmap_loop(
                 meter.socketmap(request.name, reply.status)
             log.debug("socketmap reply", request=count, status=reply.status.value)
             await stream.send_all(wire)
-        if ctx.registry.stopping:
+        if conn.stopping:
             return count
 
 
@@ -182,7 +193,7 @@ async def _policy_loop(
             if debug:
                 log.debug("policy reply", request=count, action=reply.action)
             await stream.send_all(reply.encode())
-        if ctx.registry.stopping:
+        if conn.stopping:
             return count
 
 
@@ -208,7 +219,7 @@ async def _tcp_table_loop(
             await stream.send_all(reply.encode())
             if reply.status is TcpTableStatus.TEMP:
                 return count  # Postfix closes after a 4xx reply anyway (dict_tcp.c)
-        if ctx.registry.stopping:
+        if conn.stopping:
             return count
 
 
@@ -233,6 +244,12 @@ class ServerContext:
     def runtime(self) -> Runtime:
         return self._runtime
 
+    def swap(self, runtime: Runtime) -> Runtime:
+        """A reload: later requests use ``runtime``; requests already running keep the one they started with.
+        Returns the previous runtime (to retire)."""
+        previous, self._runtime = self._runtime, runtime
+        return previous
+
     def session_id(self) -> str:
         return f"{self._prefix}-{next(self._session_ids)}"
 
@@ -250,7 +267,8 @@ _LOOPS: dict[ListenKind, Callable[..., Awaitable[int]]] = {
 
 async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig) -> None:
     """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all."""
-    conn = Connection(ctx.idle_timeouts[listener.kind])
+    conn = Connection(ctx.idle_timeouts[listener.kind], listener.identity())
+    conn.stopping = ctx.registry.stopping  # accepted just as the stop began
     ctx.registry.add(conn)
     meter = ctx.listener_meter(listener)  # metrics
     if meter is not None:

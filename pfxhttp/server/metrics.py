@@ -310,7 +310,10 @@ class _StateCollector:
         pools: dict[tuple[str, str, str], tuple[int, int]] = {}
         for pool in runtime.server_pools:
             pools["server", "", ""] = (pool.in_flight, pool.waiting)
-        for listener, chain in runtime.listener_pools.items():
+        for listener in runtime.config.server.listen:
+            chain = runtime.listener_pools.get(listener.identity())
+            if chain is None:
+                continue
             key = ("listener", listener.kind.value, listener.name or listener.describe())
             in_flight, waiting = pools.get(key, (0, 0))
             pools[key] = (in_flight + chain[0].in_flight, waiting + chain[0].waiting)
