@@ -564,3 +564,53 @@ def test_unit_files_carry_the_settings_pfxhttp_relies_on() -> None:
     template = (ROOT / "systemd" / "pfxhttp@.socket").read_text()
     assert "\nFileDescriptorName=%i\n" in template and "\nService=pfxhttp.service\n" in template
     assert "\nFileDescriptorName=socketmap\n" in (ROOT / "systemd" / "pfxhttp.socket").read_text()
+
+
+async def test_systemd_start_reload_under_load_and_stop_lose_no_request(
+    backend: Backend, sock_dir: Path, tmp_path: Path, notify_socket: trio.socket.SocketType
+) -> None:
+    """The issue's 'done when': started as systemd does (descriptors, NOTIFY_SOCKET), reloaded 20 times by
+    SIGHUP while clients keep asking, stopped: every request answered, every reload announced and finished."""
+    notify_path = str(sock_dir / "notify")
+    await notify_socket.bind(notify_path)
+    config = tmp_path / "pfxhttp.yml"
+    config.write_text(
+        SMALL_CONFIG.format(url=backend.url).replace(
+            "    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}\n",
+            "    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0, systemd_socket_name: map}\n",
+        )
+    )
+    replies: list[str] = []
+    log = tmp_path / "daemon.log"
+    with stream_listener(socket.AF_INET, ("127.0.0.1", 0)) as tcp, trio.fail_after(60):
+        address = f"127.0.0.1:{tcp.getsockname()[1]}"
+        process = await start_socket_activated(config, [tcp], "map", notify_path, log)
+        try:
+            assert (await receive(notify_socket))[0].startswith("READY=1")
+            done = trio.Event()
+
+            async def client(i: int) -> None:
+                for n in range(100_000):  # bounded; ends when the reloads are done
+                    if done.is_set():
+                        return
+                    replies.append(await socketmap_query(address, "echo", f"c{i}-{n}"))
+
+            async with trio.open_nursery() as clients:
+                for i in range(8):
+                    clients.start_soon(client, i)
+                for _ in range(20):
+                    process.send_signal(signal.SIGHUP)
+                    state, pid = await receive(notify_socket)
+                    assert state.startswith("RELOADING=1\nMONOTONIC_USEC=") and pid == process.pid
+                    assert (await receive(notify_socket))[0].startswith("READY=1")
+                done.set()
+            process.send_signal(signal.SIGTERM)
+            assert await receive(notify_socket) == ("STOPPING=1", process.pid)
+            assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert len(replies) > 100
+    assert [r for r in replies if not r.startswith("OK c")] == []
+    assert log.read_text().count("configuration reloaded") == 20
