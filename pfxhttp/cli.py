@@ -31,8 +31,6 @@ from pfxhttp.backend.compile import check_entry
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config import find_config, load_config
 from pfxhttp.config.model import Config
-from pfxhttp.config.report import check_report
-from pfxhttp.config.schema import schema_json
 from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
@@ -40,7 +38,6 @@ from pfxhttp.protocol.socketmap import SocketmapRequest, SocketmapStatus
 from pfxhttp.server import privileges, systemd
 from pfxhttp.server.app import Server
 from pfxhttp.server.listeners import BindError
-from pfxhttp.server.metrics import Metrics
 from pfxhttp.server.privileges import PrivilegeError
 from pfxhttp.server.reload import reload_configuration
 
@@ -64,7 +61,16 @@ def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
     """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main."""
     path = find_config(getattr(args, "config", None))
     config = load_config(path, entry_check=check_entry, environ=os.environ)  # PFXHTTP_* overrides
-    return config, Runtime(config, metrics=Metrics.for_config(config))
+    return config, Runtime(config, metrics=_metrics_for(config))
+
+
+def _metrics_for(config: Config) -> Any:
+    """The daemon's Metrics when server.metrics is enabled; prometheus-client is imported only then."""
+    if not config.server.metrics.enabled:
+        return None
+    from pfxhttp.server.metrics import Metrics
+
+    return Metrics.for_config(config)
 
 
 def _log_startup(config: Config, log: Any) -> None:
@@ -138,6 +144,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_json(args: argparse.Namespace) -> int:
     """``check --json``: the result as one JSON object on stdout (pfxhttp.config.report), same exit codes."""
+    from pfxhttp.config.report import check_report
+
     try:
         config, _runtime = _load(args)
     except ConfigError as exc:
@@ -148,6 +156,8 @@ def _check_json(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from pfxhttp.config.schema import schema_json
+
     sys.stdout.write(schema_json())
     return EXIT_OK
 

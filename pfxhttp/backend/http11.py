@@ -249,6 +249,7 @@ class Http11Connection:
         "_parser",
         "_proto_seen",
         "_response",
+        "_poller",
         "_sock",
         "_status",
         "_stream",
@@ -262,6 +263,8 @@ class Http11Connection:
     ) -> None:
         self._stream = stream
         self._sock = sock  # the TCP socket under a TLS stream too: closed synchronously on discard
+        self._poller = select.poll()  # made once: is_dead runs at every reuse of a pooled connection
+        self._poller.register(sock.fileno(), select.POLLIN)
         self._parser = httptools.HttpResponseParser(self)
         self._max_body = max_body
         self._max_header = max_header
@@ -293,9 +296,7 @@ class Http11Connection:
 
     def is_dead(self) -> bool:
         """True if an idle connection became readable: EOF, reset or bytes nobody asked for."""
-        poller = select.poll()
-        poller.register(self._sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(self._poller.poll(0))
 
     async def exchange(self, data: bytes) -> HttpResponse:
         """Send ``data`` (a whole request) and read the final response; sets ``reusable``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -22,8 +22,10 @@ from pfxhttp.server import systemd
 from pfxhttp.server.connection import ServerContext, serve_connection
 from pfxhttp.server.listeners import BindError, BoundListener, remove_unix_socket
 from pfxhttp.server.listeners import bind as bind_listener
-from pfxhttp.server.metrics import Metrics
-from pfxhttp.server.metrics_http import MetricsEndpoint
+
+if TYPE_CHECKING:
+    from pfxhttp.server.metrics import Metrics
+    from pfxhttp.server.metrics_http import MetricsEndpoint
 
 DEFAULT_GRACE = 10.0
 # accept() failures that mean "out of resources right now": back off instead of dying.
@@ -58,10 +60,13 @@ class Server:
         self.inherited: Mapping[str, Sequence[int]] = inherited or {}  # systemd
         self.notify_environ = notify_environ  # systemd
         # --- metrics: the Runtime's Metrics (Runtime(config, metrics=Metrics.for_config(config))) ---
-        self.metrics = runtime.metrics if isinstance(runtime.metrics, Metrics) else None
+        # prometheus-client is imported only when metrics are enabled: it costs a few MB of a 50 MB budget.
+        self.metrics = cast("Metrics | None", runtime.metrics)
         self.metrics_endpoint: MetricsEndpoint | None = None
         metrics_config = runtime.config.server.metrics
         if metrics_config.enabled:
+            from pfxhttp.server.metrics_http import MetricsEndpoint
+
             if self.metrics is None:
                 raise ValueError("server.metrics is enabled but the Runtime was built without metrics")
             self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_config, log)

@@ -18,7 +18,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,7 +29,9 @@ from pfxhttp.protocol.netstring import NetstringDecoder
 from pfxhttp.protocol.policy import PolicyDecoder
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
 from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableStatus
-from pfxhttp.server.metrics import ListenerMeter, Metrics
+
+if TYPE_CHECKING:  # imported at run time only when metrics are enabled (prometheus-client costs memory)
+    from pfxhttp.server.metrics import ListenerMeter, Metrics
 
 SOCKETMAP_IDLE_TIMEOUT = 60.0
 POLICY_IDLE_TIMEOUT = 330.0
