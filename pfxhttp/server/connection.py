@@ -18,7 +18,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -26,9 +26,9 @@ from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import ListenConfig, ListenKind
 from pfxhttp.errors import ProtocolError, ReplyError
 from pfxhttp.protocol.netstring import NetstringDecoder
-from pfxhttp.protocol.policy import PolicyDecoder
+from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
-from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableStatus
+from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableRequest, TcpTableStatus
 
 if TYPE_CHECKING:  # imported at run time only when metrics are enabled (prometheus-client costs memory)
     from pfxhttp.server.metrics import ListenerMeter, Metrics
@@ -128,101 +128,102 @@ async def _receive(
         conn.idle = False
 
 
-async def _socketmap_loop(
-    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
+class _Decoder(Protocol):
+    def feed(self, data: bytes | bytearray) -> None: ...
+    def next(self) -> Any: ...
+    def eof(self) -> None: ...
+
+
+# What a protocol does with one decoded frame: the bytes to send (None: nothing) and whether to close after.
+_Answer = Callable[[Any, int], Awaitable[tuple[bytes | None, bool]]]
+
+
+async def _frame_loop(
+    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, decoder: _Decoder, answer: _Answer
 ) -> int:
-    decoder = NetstringDecoder()
-    meter = ctx.listener_meter(listener)  # metrics
+    """Read, decode and answer frames in order until EOF, a stop or the protocol asks to close."""
     count = 0
     while True:
         data = await _receive(stream, conn, ctx.registry)
         if not data:
-            decoder.eof()
+            decoder.eof()  # a close inside a frame is a protocol error; at a boundary it is normal
             return count
         decoder.feed(data)
-        while (payload := decoder.next()) is not None:
+        while (frame := decoder.next()) is not None:
             count += 1
-            request = SocketmapRequest.parse(payload)
-            log.debug("socketmap request", request=count, name=request.name, key=request.key)
-            runtime = ctx.runtime()  # per request: a reload swaps it; a running request keeps its own
-            max_reply = runtime.max_reply_size
-            reply = await runtime.socketmap(request, log, count, listener)
-            try:
-                wire = reply.encode(max_reply)
-            except ReplyError as exc:  # the mapping checks sizes and bytes first; this is the last guard
-                log.error("reply could not be encoded", request=count, error=str(exc))
-                reply = SocketmapReply.perm("invalid reply")  # metrics: count the reply sent
-                wire = reply.encode(max_reply)
-            if meter is not None:  # metrics
-                meter.socketmap(request.name, reply.status)
-            log.debug("socketmap reply", request=count, status=reply.status.value)
-            await stream.send_all(wire)
+            wire, last = await answer(frame, count)
+            if wire is not None:
+                await stream.send_all(wire)
+            if last:
+                return count
         if conn.stopping:
             return count
 
 
-async def _policy_loop(
-    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
-) -> int:
-    decoder = PolicyDecoder()
+def _socketmap(ctx: ServerContext, listener: ListenConfig, log: Any) -> tuple[_Decoder, _Answer]:
+    meter = ctx.listener_meter(listener)  # metrics
+
+    async def answer(payload: bytes, count: int) -> tuple[bytes | None, bool]:
+        request = SocketmapRequest.parse(payload)
+        log.debug("socketmap request", request=count, name=request.name, key=request.key)
+        runtime = ctx.runtime()  # per request: a reload swaps it; a running request keeps its own
+        max_reply = runtime.max_reply_size
+        reply = await runtime.socketmap(request, log, count, listener)
+        try:
+            wire = reply.encode(max_reply)
+        except ReplyError as exc:  # the mapping checks sizes and bytes first; this is the last guard
+            log.error("reply could not be encoded", request=count, error=str(exc))
+            reply = SocketmapReply.perm("invalid reply")  # metrics: count the reply sent
+            wire = reply.encode(max_reply)
+        if meter is not None:  # metrics
+            meter.socketmap(request.name, reply.status)
+        log.debug("socketmap reply", request=count, status=reply.status.value)
+        return wire, False
+
+    return NetstringDecoder(), answer
+
+
+def _policy(ctx: ServerContext, listener: ListenConfig, log: Any) -> tuple[_Decoder, _Answer]:
     service = listener.name
     meter = ctx.listener_meter(listener)  # metrics
     debug = log.is_enabled_for(logging.DEBUG)
-    count = 0
-    while True:
-        data = await _receive(stream, conn, ctx.registry)
-        if not data:
-            decoder.eof()  # a close inside a block is a protocol error; at a boundary it is normal
-            return count
-        decoder.feed(data)
-        while (request := decoder.next()) is not None:
-            count += 1
-            if debug:  # the attribute look-ups cost something even when debug lines are dropped
-                log.debug(
-                    "policy request",
-                    request=count,
-                    service=service,
-                    protocol_state=request.get("protocol_state"),
-                    sender=request.get("sender"),
-                    recipient=request.get("recipient"),
-                )
-            reply = await ctx.runtime().policy(service, request, log, count, listener)
-            if meter is not None:  # metrics
-                meter.policy(None if reply is None else reply.action)
-            if reply is None:  # on_error: close -> Postfix applies smtpd_policy_service_default_action
-                log.info("backend failed, closing without a reply (on_error: close)", request=count)
-                return count
-            if debug:
-                log.debug("policy reply", request=count, action=reply.action)
-            await stream.send_all(reply.encode())
-        if conn.stopping:
-            return count
+
+    async def answer(request: PolicyRequest, count: int) -> tuple[bytes | None, bool]:
+        if debug:  # the attribute look-ups cost something even when debug lines are dropped
+            log.debug(
+                "policy request",
+                request=count,
+                service=service,
+                protocol_state=request.get("protocol_state"),
+                sender=request.get("sender"),
+                recipient=request.get("recipient"),
+            )
+        reply = await ctx.runtime().policy(service, request, log, count, listener)
+        if meter is not None:  # metrics
+            meter.policy(None if reply is None else reply.action)
+        if reply is None:  # on_error: close -> Postfix applies smtpd_policy_service_default_action
+            log.info("backend failed, closing without a reply (on_error: close)", request=count)
+            return None, True
+        if debug:
+            log.debug("policy reply", request=count, action=reply.action)
+        return reply.encode(), False
+
+    return PolicyDecoder(), answer
 
 
-async def _tcp_table_loop(
-    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, listener: ListenConfig, log: Any
-) -> int:
-    decoder = TcpTableDecoder()
+def _tcp_table(ctx: ServerContext, listener: ListenConfig, log: Any) -> tuple[_Decoder, _Answer]:
     meter = ctx.listener_meter(listener)  # metrics
-    count = 0
-    while True:
-        data = await _receive(stream, conn, ctx.registry)
-        if not data:
-            decoder.eof()
-            return count
-        decoder.feed(data)
-        while (request := decoder.next()) is not None:
-            count += 1
-            log.debug("tcp_table request", request=count, name=listener.name, key=request.key)
-            reply = await ctx.runtime().tcp_table(listener.name, request.key, log, count, listener)
-            if meter is not None:  # metrics
-                meter.tcp_table(reply.status)
-            log.debug("tcp_table reply", request=count, status=reply.status.value)
-            await stream.send_all(reply.encode())
-            if reply.status is TcpTableStatus.TEMP:
-                return count  # Postfix closes after a 4xx reply anyway (dict_tcp.c)
-        if conn.stopping:
-            return count
+
+    async def answer(request: TcpTableRequest, count: int) -> tuple[bytes | None, bool]:
+        log.debug("tcp_table request", request=count, name=listener.name, key=request.key)
+        reply = await ctx.runtime().tcp_table(listener.name, request.key, log, count, listener)
+        if meter is not None:  # metrics
+            meter.tcp_table(reply.status)
+        log.debug("tcp_table reply", request=count, status=reply.status.value)
+        # Postfix closes after a 4xx reply anyway (dict_tcp.c): close too.
+        return reply.encode(), reply.status is TcpTableStatus.TEMP
+
+    return TcpTableDecoder(), answer
 
 
 class ServerContext:
@@ -260,10 +261,10 @@ class ServerContext:
         return None if self.metrics is None else self.metrics.listener(listener)
 
 
-_LOOPS: dict[ListenKind, Callable[..., Awaitable[int]]] = {
-    ListenKind.SOCKET_MAP: _socketmap_loop,
-    ListenKind.POLICY_SERVICE: _policy_loop,
-    ListenKind.TCP_TABLE: _tcp_table_loop,
+_PROTOCOLS: dict[ListenKind, Callable[[ServerContext, ListenConfig, Any], tuple[_Decoder, _Answer]]] = {
+    ListenKind.SOCKET_MAP: _socketmap,
+    ListenKind.POLICY_SERVICE: _policy,
+    ListenKind.TCP_TABLE: _tcp_table,
 }
 
 
@@ -280,7 +281,8 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
     requests = 0
     try:
         with conn.scope:
-            requests = await _LOOPS[listener.kind](stream, conn, ctx, listener, log)
+            decoder, answer = _PROTOCOLS[listener.kind](ctx, listener, log)
+            requests = await _frame_loop(stream, conn, ctx, decoder, answer)
         if conn.scope.cancelled_caught:
             log.debug("connection idle timeout or shutdown")
     except ProtocolError as exc:
