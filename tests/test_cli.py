@@ -194,3 +194,37 @@ async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> No
     assert "postmap -q office@example.com" in text and "stopped" in text
     config_line = next(line for line in text.splitlines() if "Config in use:" in line)
     assert not os.path.exists(config_line.rsplit(" ", 1)[1])  # the demo's temporary config is removed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+async def test_daemon_drops_privileges_after_binding(
+    backend: Backend, sock_dir: Path, tmp_path: Path
+) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    config = tmp_path / "pfxhttp.yml"
+    text = unix_config(backend.url, sock_dir).replace(
+        "server:\n", "server:\n  run_as_user: nobody\n  run_as_group: nogroup\n", 1
+    )
+    config.write_text(text)
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as err, trio.fail_after(30):
+        process = await trio.lowlevel.open_process([*PFXHTTP, "--config", str(config)], stderr=err)
+        try:
+            await wait_for(sock_dir / "policy.sock")
+            # Bound as root (the socket files belong to root), then running as nobody with no extra groups.
+            assert await socketmap_query(str(sock_dir / "map.sock"), "echo", "x@y") == "OK x@y"
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            groups_line = next(line for line in status.splitlines() if line.startswith("Groups:"))
+            assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+            assert groups_line.split()[1:] == []
+            assert (sock_dir / "map.sock").stat().st_uid == 0
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert "privileges dropped" in log.read_text()

@@ -79,5 +79,15 @@ def apply(identity: Identity | None, log: Any) -> None:
                 "running as root: set server.run_as_user (and run_as_group) to drop privileges after binding"
             )
         return
+    _preload()
     drop(identity)
     log.info("privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid)
+
+
+def _preload() -> None:
+    """Import now what Python loads lazily later: after the drop the interpreter's own files may not be
+    readable (a Python under /root, say), and a lazy import would then fail in the middle of a lookup.
+    getaddrinfo() encodes host names with the idna codec, loaded on first use."""
+    import encodings.idna  # noqa: F401 - the side effect is the point
+
+    "pfxhttp".encode("idna")
