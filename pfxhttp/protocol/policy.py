@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pfxhttp.errors import PolicyError, ReplyError
+from pfxhttp.protocol.lines import LineBuffer
 
 # Postfix reads attribute values with its line_length_limit (2048 bytes by default): a longer action would
 # be cut or refused on its side, so we refuse it here.
@@ -26,7 +27,6 @@ _ENCODING = "utf-8"
 _LOSSLESS = "surrogateescape"
 
 # Consumed bytes are dropped from the buffer front only when numerous and at least half of it: amortised O(n).
-_COMPACT_THRESHOLD = 4096
 
 _LF = 0x0A
 _CR = 0x0D
@@ -93,23 +93,20 @@ class PolicyRequest:
         return b"".join(lines)
 
 
-class PolicyDecoder:
+class PolicyDecoder(LineBuffer):
     """Incremental decoder of policy attribute blocks, with caps on line, count and block size.
 
     Line length counts the bytes before the LF (a trailing CR included); block size counts every byte of
     the block, the final empty line included.
     """
 
-    __slots__ = ("_attrs", "_block_size", "_buf", "_error", "_limits", "_offset", "_scan")
+    __slots__ = ("_attrs", "_block_size", "_limits")
 
     def __init__(self, limits: PolicyLimits | None = None) -> None:
+        super().__init__()
         self._limits = limits if limits is not None else PolicyLimits()
-        self._buf = bytearray()
-        self._offset = 0  # start of the first unconsumed line in _buf
-        self._scan = 0  # where the search for the next LF resumes: bytes before it hold none
         self._attrs: list[tuple[str, str]] = []  # attributes of the block being read
         self._block_size = 0  # bytes of the block being read, in complete lines
-        self._error: str | None = None  # set once a block was refused: the stream is dead
 
     @property
     def limits(self) -> PolicyLimits:
@@ -203,20 +200,8 @@ class PolicyDecoder:
         self._compact()
         return request
 
-    def _compact(self) -> None:
-        offset = self._offset
-        if offset == len(self._buf):
-            self._buf.clear()
-            self._offset = self._scan = 0
-        elif offset >= _COMPACT_THRESHOLD and offset * 2 >= len(self._buf):
-            del self._buf[:offset]
-            self._scan -= offset
-            self._offset = 0
-
     def _fail(self, message: str) -> NoReturn:
-        self._error = message
-        self._buf = bytearray()  # free the memory at once; nothing in it can be used any more
-        self._offset = self._scan = 0
+        self._discard(message)
         self._attrs = []
         self._block_size = 0
         raise PolicyError(message)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from pfxhttp.errors import ReplyError, TcpTableError
+from pfxhttp.protocol.lines import LineBuffer
 from pfxhttp.protocol.socketmap import sanitize_reason
 
 # tcp_table(5): "Replies must be no longer than 4096 characters including the newline terminator".
@@ -53,7 +54,6 @@ _NEEDS_QUOTING = re.compile(rb"[^\x21-\x24\x26-\x7e]")
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})?")
 
 # Consumed bytes are dropped from the buffer front only when numerous and at least half of it: amortised O(n).
-_COMPACT_THRESHOLD = 4096
 
 _GET = b"get"
 _CR = 0x0D
@@ -164,23 +164,20 @@ class TcpTableRequest:
         return b"get %s\n" % quoted.encode("ascii")
 
 
-class TcpTableDecoder:
+class TcpTableDecoder(LineBuffer):
     """Incremental decoder of ``get`` request lines, with a cap on the line length.
 
     The length counts the bytes before the LF (a trailing CR included) and is checked while the line is
     still arriving, so a peer that never sends LF cannot make the buffer grow past the cap.
     """
 
-    __slots__ = ("_buf", "_error", "_max_line_length", "_offset", "_scan")
+    __slots__ = ("_max_line_length",)
 
     def __init__(self, max_line_length: int = DEFAULT_MAX_LINE_LENGTH) -> None:
         if max_line_length < 1:
             raise ValueError("max_line_length must be >= 1")
+        super().__init__()
         self._max_line_length = max_line_length
-        self._buf = bytearray()
-        self._offset = 0  # start of the first unconsumed line in _buf
-        self._scan = 0  # where the search for the next LF resumes: bytes before it hold none
-        self._error: str | None = None  # set once a line was refused: the stream is dead
 
     @property
     def max_line_length(self) -> int:
@@ -223,7 +220,7 @@ class TcpTableDecoder:
         try:
             request = _parse_request_line(bytes(buf[offset:end]))
         except TcpTableError as exc:
-            self._kill(str(exc))
+            self._discard(str(exc))
             raise
         self._compact()
         return request
@@ -238,23 +235,8 @@ class TcpTableDecoder:
         if not self.at_boundary:
             self._fail("connection closed in the middle of a tcp_table request")
 
-    def _compact(self) -> None:
-        offset = self._offset
-        if offset == len(self._buf):
-            self._buf.clear()
-            self._offset = self._scan = 0
-        elif offset >= _COMPACT_THRESHOLD and offset * 2 >= len(self._buf):
-            del self._buf[:offset]
-            self._scan -= offset
-            self._offset = 0
-
-    def _kill(self, message: str) -> None:
-        self._error = message
-        self._buf = bytearray()  # free the memory at once; nothing in it can be used any more
-        self._offset = self._scan = 0
-
     def _fail(self, message: str) -> NoReturn:
-        self._kill(message)
+        self._discard(message)
         raise TcpTableError(message)
 
 
