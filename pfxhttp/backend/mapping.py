@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,10 +239,3 @@ def _fits_action(action: str) -> bool:
         return len(action.encode("utf-8")) <= MAX_ACTION_LENGTH
     except UnicodeEncodeError:
         return False
-
-
-def statuses(values: Sequence[int] | int) -> frozenset[int]:
-    """Normalise one status code or a list of them."""
-    if isinstance(values, int):
-        return frozenset({values})
-    return frozenset(values)

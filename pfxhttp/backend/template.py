@@ -175,11 +175,6 @@ class PayloadTemplate:
         return self.render(lookup_context(self._entry, attrs=attrs))
 
 
-def compile_payload(entry: EntryConfig) -> PayloadTemplate:
-    """Compile the payload of ``entry``; raise ConfigError (with the payload's location) if it is unusable."""
-    return PayloadTemplate(entry)
-
-
 class ValueTemplate:
     """``value_template``: Jinja2 (sandboxed, compiled at load) turning a parsed response into the value.
 
