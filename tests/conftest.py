@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import shutil
 import socket
+import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +230,24 @@ def sock_dir() -> Iterator[Path]:
 @pytest.fixture
 async def daemon(nursery: trio.Nursery, backend: Backend, sock_dir: Path) -> Daemon:
     return await start_daemon(nursery, daemon_config(backend.url, sock_dir))
+
+
+@contextlib.asynccontextmanager
+async def pfxhttp_process(
+    *args: str, output: Path, merge_stdout: bool = False
+) -> AsyncIterator[trio.Process]:
+    """``python -m pfxhttp ARGS`` as a real process, its stderr (and stdout if asked) in ``output``; killed on
+    the way out if the test did not stop it itself."""
+    with output.open("wb") as sink:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "pfxhttp", *args], stderr=sink, stdout=sink if merge_stdout else None
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 async def connect(address: str) -> trio.abc.Stream:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import Backend, daemon_config, policy_query, socketmap_query, unused_port
+from tests.conftest import Backend, daemon_config, pfxhttp_process, policy_query, socketmap_query, unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PFXHTTP = [sys.executable, "-m", "pfxhttp"]
@@ -109,9 +109,8 @@ async def test_daemon_serves_and_stops_cleanly_on_sigterm(
     config = tmp_path / "pfxhttp.yml"
     config.write_text(unix_config(backend.url, sock_dir))
     log = tmp_path / "daemon.log"
-    with log.open("wb") as err, trio.fail_after(30):
-        process = await trio.lowlevel.open_process([*PFXHTTP, "--config", str(config)], stderr=err)
-        try:
+    with trio.fail_after(30):
+        async with pfxhttp_process("--config", str(config), output=log) as process:
             await wait_for(sock_dir / "policy.sock")
             assert await socketmap_query(str(sock_dir / "map.sock"), "echo", "x@y") == "OK x@y"
             reply = await policy_query(str(sock_dir / "policy.sock"), {"recipient": "dunno@y"})
@@ -121,10 +120,6 @@ async def test_daemon_serves_and_stops_cleanly_on_sigterm(
             assert await socketmap_query(str(sock_dir / "map.sock"), "echo", "still") == "OK still"
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
     text = log.read_text()
     assert "listening" in text and "stopped" in text and "configuration reloaded" in text
     assert not (sock_dir / "map.sock").exists()  # our socket files are removed on exit
@@ -158,11 +153,8 @@ async def test_stale_regular_file_is_not_replaced(backend: Backend, sock_dir: Pa
 async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> None:
     port = unused_port_pair()
     out = tmp_path / "demo.out"
-    with out.open("wb") as sink, trio.fail_after(40):
-        process = await trio.lowlevel.open_process(
-            [*PFXHTTP, "demo", "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT
-        )
-        try:
+    with trio.fail_after(40):
+        async with pfxhttp_process("demo", "--port", str(port), output=out, merge_stdout=True) as process:
             with trio.fail_after(20):
                 while b"Press Ctrl-C" not in out.read_bytes():
                     assert process.poll() is None, out.read_text()  # exited early (e.g. port taken)
@@ -186,10 +178,6 @@ async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> No
             assert reject.startswith("action=REJECT 5.7.1")
             process.send_signal(sig)
             assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
     text = out.read_text()
     assert "postmap -q office@example.com" in text and "stopped" in text
     config_line = next(line for line in text.splitlines() if "Config in use:" in line)
@@ -209,9 +197,8 @@ async def test_daemon_drops_privileges_after_binding(
     )
     config.write_text(text)
     log = tmp_path / "daemon.log"
-    with log.open("wb") as err, trio.fail_after(30):
-        process = await trio.lowlevel.open_process([*PFXHTTP, "--config", str(config)], stderr=err)
-        try:
+    with trio.fail_after(30):
+        async with pfxhttp_process("--config", str(config), output=log) as process:
             await wait_for(sock_dir / "policy.sock")
             # Bound as root (the socket files belong to root), then running as nobody with no extra groups.
             assert await socketmap_query(str(sock_dir / "map.sock"), "echo", "x@y") == "OK x@y"
@@ -223,8 +210,4 @@ async def test_daemon_drops_privileges_after_binding(
             assert (sock_dir / "map.sock").stat().st_uid == 0
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
     assert "privileges dropped" in log.read_text()

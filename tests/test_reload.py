@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import trio
@@ -16,7 +15,7 @@ from pfxhttp.config.model import LoggingConfig, LogLevel
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.server.app import Server
 from pfxhttp.server.reload import reload_configuration
-from tests.conftest import Backend, socketmap_query
+from tests.conftest import Backend, pfxhttp_process, socketmap_query
 
 BASE = """
 server:
@@ -114,11 +113,8 @@ async def test_sighup_reloads_a_running_daemon(backend: Backend, sock_dir: Path,
     config_path = tmp_path / "pfxhttp.yml"
     write_config(config_path, backend.url, sock_dir, 0)
     log = tmp_path / "daemon.log"
-    with log.open("wb") as err, trio.fail_after(30):
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "pfxhttp", "--config", str(config_path)], stderr=err
-        )
-        try:
+    with trio.fail_after(30):
+        async with pfxhttp_process("--config", str(config_path), output=log) as process:
             while not (sock_dir / "map.sock").exists():
                 await trio.sleep(0.02)
             write_config(config_path, backend.url, sock_dir, 1, second=True, level="debug")
@@ -128,10 +124,6 @@ async def test_sighup_reloads_a_running_daemon(backend: Backend, sock_dir: Path,
             assert await socketmap_query(str(sock_dir / "second.sock"), "later", "k") == "OK k"
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
     text = log.read_text()
     assert "configuration reloaded" in text
     assert "socketmap request" in text  # the reload switched the log level to debug
