@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from pfxhttp.backend.contentcoding import GzipDecoder, gzip_body, response_is_gzip
-from pfxhttp.backend.http11 import PreparedRequest, Target, prepare_request
+from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
 from pfxhttp.backend.pool import HttpClient, HttpResponse
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendBodyTooLarge, BackendError, BackendProtocolError

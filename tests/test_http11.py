@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from pfxhttp.backend.http11 import PreparedRequest, Target, prepare_request
+from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
 from pfxhttp.backend.pool import HttpClient, HttpResponse
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import (

@@ -16,15 +16,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pfxhttp.backend.http11 import (
-    TRANSPORT_ERRORS,
-    Http11Connection,
-    HttpResponse,
-    PreparedRequest,
-    Target,
-    prepare_request,
-    transport_error,
-)
+from pfxhttp.backend.http11 import TRANSPORT_ERRORS, Http11Connection, transport_error
+from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest, Target, prepare_request
 from pfxhttp.backend.tlsctx import build_ssl_context
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendTimeout, BackendTransportError

@@ -17,7 +17,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pfxhttp.backend.context import jinja_source, sample_context
-from pfxhttp.backend.http11 import PreparedRequest, Target, prepare_request
+from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
 from pfxhttp.config.model import EntryConfig, HttpMethod
 from pfxhttp.errors import ConfigError, PayloadError
 
