@@ -51,12 +51,12 @@ from pfxhttp.protocol.tcptable import TcpTableReply
 ANSWERS = (OutcomeKind.FOUND, OutcomeKind.NOT_FOUND)
 
 
-_BUSY = Outcome(OutcomeKind.TEMP, reason=BackendBusy.reason)
-_CIRCUIT_OPEN = Outcome(OutcomeKind.TEMP, reason="backend circuit open")
+# Answered without a backend request; metrics count them apart (by identity).
+BUSY = Outcome(OutcomeKind.TEMP, reason=BackendBusy.reason)
+CIRCUIT_OPEN = Outcome(OutcomeKind.TEMP, reason="backend circuit open")
 
 
 # --- metrics: pfxhttp.server.metrics implements these (the backend layer must not import the server layer) ---
-BUSY, CIRCUIT_OPEN = _BUSY, _CIRCUIT_OPEN  # answered without a backend request; metrics count them apart
 
 
 class EntryMeter(Protocol):
@@ -234,9 +234,9 @@ class Runtime:
             return await self._pooled(entry, context, pools)
         with breaker.attempt() as attempt:
             if not attempt.admitted:
-                return _CIRCUIT_OPEN
+                return CIRCUIT_OPEN
             outcome = await self._pooled(entry, context, pools)
-            if outcome is _BUSY or outcome.reason == PayloadError.reason:
+            if outcome is BUSY or outcome.reason == PayloadError.reason:
                 pass  # our own back-pressure or a key our template cannot render: nothing about the backend
             elif outcome.kind in (OutcomeKind.TEMP, OutcomeKind.TIMEOUT):
                 attempt.failure()
@@ -255,7 +255,7 @@ class Runtime:
                     await stack.enter_async_context(pool.slot())
                 return await self._call(entry, context)
         except BackendBusy:
-            return _BUSY
+            return BUSY
 
     async def _call(self, entry: CompiledEntry, context: dict[str, Any]) -> Outcome:
         builder = entry.request

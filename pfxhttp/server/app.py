@@ -20,7 +20,7 @@ from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import ListenKind
 from pfxhttp.server import systemd
 from pfxhttp.server.connection import ServerContext, serve_connection
-from pfxhttp.server.listeners import BindError, BoundListener, remove_unix_socket
+from pfxhttp.server.listeners import BindError, BoundListener, close_bound
 from pfxhttp.server.listeners import bind as bind_listener
 
 if TYPE_CHECKING:
@@ -92,9 +92,7 @@ class Server:
                 await self.metrics_endpoint.bind()
         except BaseException:
             for b in bound:
-                for lst in b.listeners:
-                    lst.socket.close()
-                remove_unix_socket(b)
+                close_bound(b)
             raise
         self.bound = bound
         return bound
@@ -182,7 +180,7 @@ class Server:
             self._acceptors = self._connections = None
             self._close_listeners()
             for b in self.bound:
-                remove_unix_socket(b)
+                close_bound(b)
             with trio.CancelScope(shield=True):
                 await self.runtime.aclose()
         self.log.info("stopped")
@@ -201,9 +199,7 @@ class Server:
             listen = wanted.pop(bound.config.binding(), None)
             if listen is None:
                 self._accept_scopes.pop(id(bound)).cancel()
-                for lst in bound.listeners:
-                    lst.socket.close()
-                remove_unix_socket(bound)
+                close_bound(bound)
                 self.context.registry.stop_listener(bound.config.identity())
                 self.log.info("listener removed", kind=bound.config.kind.value, addresses=bound.addresses)
             else:

@@ -87,15 +87,15 @@ class ConnectionRegistry:
     def stop(self) -> None:
         """Close idle connections now; busy ones close after their current reply."""
         self.stopping = True
-        for conn in self._connections:
-            conn.stopping = True
-            if conn.idle:
-                conn.scope.cancel()
+        self._stop_where(lambda conn: True)
 
     def stop_listener(self, identity: tuple[object, ...]) -> None:
         """A reload removed this listener: close its connections like at shutdown, the others serve on."""
+        self._stop_where(lambda conn: conn.listener == identity)
+
+    def _stop_where(self, chosen: Callable[[Connection], bool]) -> None:
         for conn in self._connections:
-            if conn.listener == identity:
+            if chosen(conn):
                 conn.stopping = True
                 if conn.idle:
                     conn.scope.cancel()

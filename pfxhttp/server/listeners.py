@@ -214,6 +214,13 @@ async def bind(config: ListenConfig, inherited: Mapping[str, Sequence[int]]) -> 
     return BoundListener(config, listeners, addresses)
 
 
+def close_bound(bound: BoundListener) -> None:
+    """Close a bound listener's sockets (synchronously: safe under cancellation) and remove its unix socket file."""
+    for listener in bound.listeners:
+        listener.socket.close()
+    remove_unix_socket(bound)
+
+
 def remove_unix_socket(bound: BoundListener) -> None:
     """Remove our unix socket file at shutdown (only if it is still a socket, and never systemd's)."""
     if bound.config.type is not ListenType.UNIX or bound.inherited:
