@@ -20,6 +20,7 @@ import trio
 
 from pfxhttp.backend.contentcoding import GzipDecoder, response_is_gzip
 from pfxhttp.backend.httpmsg import HttpResponse
+from pfxhttp.backend.rawio import RawSocketIO
 from pfxhttp.errors import BackendBodyTooLarge, BackendError, BackendProtocolError, BackendTransportError
 
 # The foreign exceptions that mean "the way to the peer broke": refused, reset, broken pipe, DNS, TLS (trio
@@ -60,6 +61,7 @@ class Http11Connection:
         "_head_size",
         "_headers",
         "_headers_done",
+        "_io",
         "_max_body",
         "_max_header",
         "_parser",
@@ -68,7 +70,6 @@ class Http11Connection:
         "_response",
         "_sock",
         "_status",
-        "_stream",
         "got_bytes",
         "idle_since",
         "reusable",
@@ -77,8 +78,11 @@ class Http11Connection:
     def __init__(
         self, stream: trio.abc.Stream, sock: trio.socket.SocketType, *, max_body: int, max_header: int
     ) -> None:
-        self._stream = stream
         self._sock = sock  # the TCP socket under a TLS stream too: closed synchronously on discard
+        # Plain TCP: syscalls first, the scheduler only when they would block (rawio); TLS: trio's SSLStream.
+        self._io: RawSocketIO | trio.abc.Stream = (
+            RawSocketIO(sock) if isinstance(stream, trio.SocketStream) else stream
+        )
         self._poller = select.poll()  # made once: is_dead runs at every reuse of a pooled connection
         self._poller.register(sock.fileno(), select.POLLIN)
         self._parser = httptools.HttpResponseParser(self)
@@ -120,12 +124,12 @@ class Http11Connection:
         self.got_bytes = self.reusable = False
         send_error: BaseException | None = None
         try:
-            await self._stream.send_all(data)
+            await self._io.send_all(data)
         except TRANSPORT_ERRORS as exc:
             # The server may have answered early and closed (say 413 before reading the body): a plain TCP
             # socket still holds that answer, so read it before giving up.
             send_error = exc
-        receive = self._stream.receive_some
+        receive = self._io.receive_some
         response: HttpResponse | None = None
         while response is None:
             try:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from pfxhttp.backend.rawio import RawSocketIO
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import ListenConfig, ListenKind
 from pfxhttp.errors import ProtocolError, ReplyError
@@ -114,9 +115,12 @@ def _peer(stream: trio.abc.Stream) -> str:
     return str(peer) or "unix"
 
 
-async def _receive(
-    stream: trio.abc.Stream, conn: Connection, registry: ConnectionRegistry
-) -> bytes | bytearray:
+class _Stream(Protocol):
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray: ...
+    async def send_all(self, data: bytes) -> None: ...
+
+
+async def _receive(stream: _Stream, conn: Connection) -> bytes | bytearray:
     """Wait for bytes as an idle connection; b"" on EOF. The idle sweep or shutdown cancels via conn.scope."""
     if conn.stopping:
         conn.scope.cancel()
@@ -138,13 +142,13 @@ class _Decoder(Protocol):
 _Answer = Callable[[Any, int], Awaitable[tuple[bytes | None, bool]]]
 
 
-async def _frame_loop(
-    stream: trio.abc.Stream, conn: Connection, ctx: ServerContext, decoder: _Decoder, answer: _Answer
-) -> int:
+async def _frame_loop(stream: trio.abc.Stream, conn: Connection, decoder: _Decoder, answer: _Answer) -> int:
     """Read, decode and answer frames in order until EOF, a stop or the protocol asks to close."""
+    # Plain sockets (every listener kind): syscalls first, the scheduler only when they would block (rawio).
+    io: _Stream = RawSocketIO(stream.socket) if isinstance(stream, trio.SocketStream) else stream
     count = 0
     while True:
-        data = await _receive(stream, conn, ctx.registry)
+        data = await _receive(io, conn)
         if not data:
             decoder.eof()  # a close inside a frame is a protocol error; at a boundary it is normal
             return count
@@ -153,7 +157,7 @@ async def _frame_loop(
             count += 1
             wire, last = await answer(frame, count)
             if wire is not None:
-                await stream.send_all(wire)
+                await io.send_all(wire)
             if last:
                 return count
         if conn.stopping:
@@ -282,7 +286,7 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
     try:
         with conn.scope:
             decoder, answer = _PROTOCOLS[listener.kind](ctx, listener, log)
-            requests = await _frame_loop(stream, conn, ctx, decoder, answer)
+            requests = await _frame_loop(stream, conn, decoder, answer)
         if conn.scope.cancelled_caught:
             log.debug("connection idle timeout or shutdown")
     except ProtocolError as exc:
