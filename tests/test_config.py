@@ -349,8 +349,9 @@ dovecot_sasl:
 """
 
 
-def test_upstream_readme_config_loads_with_warnings() -> None:
-    config = parse(UPSTREAM_README)
+def test_upstream_readme_config_loads_with_warnings(tmp_path: Path) -> None:
+    # jwt_db_path's directory must exist: the README's /var/lib/pfxhttp stands for one that does.
+    config = parse(UPSTREAM_README.replace("/var/lib/pfxhttp/jwt.db", str(tmp_path / "jwt.db")))
     assert [listener.name for listener in config.server.listen] == ["demo_map", "example_policy"]
     assert config.server.listen[0].address == "::"
     assert config.server.http_client.timeout == 30.0
@@ -366,14 +367,21 @@ def test_upstream_readme_config_loads_with_warnings() -> None:
     # ... and so do those of the operations work: privilege dropping and systemd socket activation.
     assert (config.server.run_as_user, config.server.run_as_group) == ("pfxhttp", "pfxhttp")
     assert config.server.listen[1].systemd_socket_name == "example_policy"
+    # ... and backend authentication with its token store.
+    assert config.server.jwt_db_path == str(tmp_path / "jwt.db")
+    assert oidc.backend_oidc_auth is not None and oidc.backend_oidc_auth.client_id == "foobar"
+    assert oidc.backend_oidc_auth.configuration_uri == "https://example.com/.well-known/openid-configuration"
+    jwt = config.socket_maps["jwt_demo_map"].jwt_auth
+    assert jwt is not None and jwt.token_endpoint == "https://your-auth.example.com/token"
+    assert [(name, secret.value) for name, secret in jwt.credentials] == [
+        ("username", "username"),
+        ("password", "password"),
+    ]
     assert config.warnings == (
         "server.listen[2] (line 19): listener kind 'dovecot_sasl' is not supported by this version yet; "
         "skipped",
         "server.http_client.proxy (line 38): not supported by this version yet; ignored",
-        "server.jwt_db_path (line 45): not supported by this version yet; ignored",
         "server.observability (line 46): not supported by this version yet; ignored",
-        "socket_maps.oidc_demo_map.backend_oidc_auth (line 64): not supported by this version yet; ignored",
-        "socket_maps.jwt_demo_map.jwt_auth (line 73): not supported by this version yet; ignored",
         "dovecot_sasl (line 89): not supported by this version yet; ignored",
     )
 

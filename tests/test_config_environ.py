@@ -262,7 +262,7 @@ def env(variable: str, path: str, message: str) -> str:
             env(
                 "PFXHTTP_SERVER__TLS__ENABLED",
                 "server.tls.enabled",
-                'the value "\'unterminated" starts with a quote but is not one quoted YAML string',
+                "the value starts with a quote but is not one quoted YAML string",  # a secret, maybe
             ),
         ),
         # The value is checked like the file's; the error names the variable.

@@ -502,7 +502,7 @@ def test_deferred_keys_need_no_validation() -> None:
     config = parse_config(
         LISTEN
         + "  observability: [not, a, mapping]\n  chroot: 12\n"
-        + "socket_maps:\n  m: {target: http://h/, jwt_auth: yes, grpc: {address: x}}\n"
+        + "socket_maps:\n  m: {target: http://h/, sasl_oidc_auth: yes, grpc: {address: x}}\n"
     )
     assert len(config.warnings) == 4
     assert config.warnings[0] == "server.observability (line 4): not supported by this version yet; ignored"

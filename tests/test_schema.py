@@ -147,7 +147,7 @@ ACCEPTED = [
     LISTEN
     + "socket_maps:\n  defaults: {target: http://h/, method: get, status_code: [200, 203], not_found_status: []}\n"
     "  m: {target: 'https://h/{{ key }}', cache: false, custom_headers: 'X-A: b', no_error_value: false,"
-    " query: {d: '{{ key }}', n: 1}, jwt_auth: {enabled: true}}\n  n:\n",
+    " query: {d: '{{ key }}', n: 1}, jwt_auth: {enabled: false}}\n  n:\n",
 ]
 REFUSED = [
     LISTEN + "  colour: red\n",  # unknown key

@@ -17,6 +17,7 @@ from pfxhttp.config.model import (
     ResponseCacheConfig,
     WorkerPoolConfig,
 )
+from pfxhttp.config.secrets import read_secret
 from pfxhttp.config.values import check_attribute_name, check_url_path, parse_basic_auth, parse_duration
 from pfxhttp.config.yamlnodes import (
     Item,
@@ -38,7 +39,7 @@ WORKER_POOL_KEYS = ("max_workers", "max_queue")
 RESPONSE_CACHE_KEYS = ("enabled", "ttl")
 CACHE_KEYS = ("ttl", "negative_ttl", "stale_if_error", "max_entries", "key_attributes")
 CIRCUIT_BREAKER_KEYS = ("failures", "cooldown")
-METRICS_KEYS = ("enabled", "address", "port", "path", "basic_auth")
+METRICS_KEYS = ("enabled", "address", "port", "path", "basic_auth", "basic_auth_file")
 
 # Bounds that catch a typo (an extra zero or three) before it becomes an unbounded queue or cache: memory is
 # the limit, and these are far above anything a mail server needs.
@@ -49,6 +50,9 @@ MAX_BREAKER_FAILURES = 1_000_000
 MAX_POOL_SIZE = 16384  # upstream's validation bound for the connection-pool sizes
 MAX_HTTP_DURATION = 3600.0  # upstream bounds timeout and idle_connection_timeout to 1h
 MAX_REPLY_SIZE = 1_000_000_000  # upstream's bound for socketmap_max_reply_size
+# server.workers: processes on the same listening sockets. Each holds its own HTTP connection pools and
+# caches, so more than a few per CPU only multiplies backend connections; 64 catches a typo.
+MAX_WORKER_PROCESSES = 64
 DEFAULT_RESPONSE_CACHE_TTL = ResponseCacheConfig().ttl
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 
@@ -93,7 +97,7 @@ def bounded_int(node: Node, path: str, problems: Problems, low: int, high: int) 
     return value
 
 
-def _required(
+def required_keys(
     keys: dict[str, Item], names: tuple[str, ...], node: Node, path: str, problems: Problems
 ) -> bool:
     missing = [name for name in names if name not in keys or is_null(keys[name].value)]
@@ -105,7 +109,7 @@ def _required(
 def parse_worker_pool(item: Item, path: str, problems: Problems) -> WorkerPoolConfig | None:
     """``worker_pool: {max_workers, max_queue}``; both keys are required (no guessed queue length)."""
     keys = block_keys(item.value, path, WORKER_POOL_KEYS, problems)
-    if keys is None or not _required(keys, WORKER_POOL_KEYS, item.value, path, problems):
+    if keys is None or not required_keys(keys, WORKER_POOL_KEYS, item.value, path, problems):
         return None
     workers = bounded_int(keys["max_workers"].value, join(path, "max_workers"), problems, 1, MAX_WORKERS)
     queue = bounded_int(keys["max_queue"].value, join(path, "max_queue"), problems, 0, MAX_QUEUE)
@@ -155,13 +159,7 @@ def parse_metrics(item: Item | None, path: str, problems: Problems) -> MetricsCo
             check_url_path(url_path)
         except ConfigError as exc:
             problems.wrap(keys["path"].value, join(path, "path"), exc)
-    auth_text = text("basic_auth")
-    basic_auth: BasicAuth | None = None
-    if auth_text:  # "" like null: no authentication, as an entry's empty http_auth_basic
-        try:
-            basic_auth = parse_basic_auth(auth_text, "basic_auth")
-        except ConfigError as exc:
-            problems.wrap(keys["basic_auth"].value, join(path, "basic_auth"), exc)
+    basic_auth = _metrics_auth(keys, path, text("basic_auth"), problems)
     return MetricsConfig(
         enabled=bool(enabled),
         address=address or defaults.address,
@@ -171,7 +169,32 @@ def parse_metrics(item: Item | None, path: str, problems: Problems) -> MetricsCo
     )
 
 
-def _off_or_mapping(node: Node, path: str, problems: Problems) -> bool | None:
+def _metrics_auth(keys: dict[str, Item], path: str, text: str | None, problems: Problems) -> BasicAuth | None:
+    """``basic_auth: "user:password"`` or ``basic_auth_file``, the file that holds it; "" like null: none."""
+    key = "basic_auth"
+    file_item = keys.get("basic_auth_file")
+    if file_item is not None and text:
+        problems.error(
+            file_item.key_node,
+            join(path, "basic_auth_file"),
+            "basic_auth and basic_auth_file exclude each other: give the credentials or the file that holds them",
+        )
+        return None
+    if file_item is not None:
+        key = "basic_auth_file"
+        text = read_secret(file_item.value, join(path, key), problems)
+    if not text:
+        return None
+    try:
+        return parse_basic_auth(
+            text, "basic_auth" if key == "basic_auth" else "the content of basic_auth_file"
+        )
+    except ConfigError as exc:
+        problems.wrap(keys[key].value, join(path, key), exc)
+        return None
+
+
+def off_or_mapping(node: Node, path: str, problems: Problems) -> bool | None:
     """True when ``node`` is a mapping to parse; False for an explicit ``false`` (off); None after an error."""
     if isinstance(node, ScalarNode) and not is_null(node):
         if node.tag == _BOOL_TAG and as_bool(node, path, problems) is False:
@@ -187,11 +210,11 @@ def parse_cache(node: Node, path: str, policy: bool, problems: Problems) -> Cach
     ``key_attributes`` names policy attributes, so it exists for policy services only: a socket map's cache
     key is always the lookup key.
     """
-    shape = _off_or_mapping(node, path, problems)
+    shape = off_or_mapping(node, path, problems)
     if shape is not True:
         return shape
     keys = block_keys(node, path, CACHE_KEYS, problems)
-    if keys is None or not _required(keys, ("ttl",), node, path, problems):
+    if keys is None or not required_keys(keys, ("ttl",), node, path, problems):
         return None
     errors_before = len(problems.errors)
     ttl = duration(keys["ttl"].value, join(path, "ttl"), problems, positive=True)
@@ -254,11 +277,11 @@ def _key_attributes(node: Node, path: str, problems: Problems) -> tuple[str, ...
 
 def parse_circuit_breaker(node: Node, path: str, problems: Problems) -> CircuitBreakerConfig | bool | None:
     """An entry's ``circuit_breaker: {failures, cooldown}`` (both required), ``False`` for ``false``."""
-    shape = _off_or_mapping(node, path, problems)
+    shape = off_or_mapping(node, path, problems)
     if shape is not True:
         return shape
     keys = block_keys(node, path, CIRCUIT_BREAKER_KEYS, problems)
-    if keys is None or not _required(keys, CIRCUIT_BREAKER_KEYS, node, path, problems):
+    if keys is None or not required_keys(keys, CIRCUIT_BREAKER_KEYS, node, path, problems):
         return None
     failures = bounded_int(keys["failures"].value, join(path, "failures"), problems, 1, MAX_BREAKER_FAILURES)
     cooldown = duration(keys["cooldown"].value, join(path, "cooldown"), problems, positive=True)

@@ -5,8 +5,13 @@ policy service answers when its backend fails (``error_action``, ``on_error``) a
 ``defaults`` entry is merged into every other entry of its section: the entry's own keys win, except
 ``custom_headers`` (the defaults' headers first, then the entry's: upstream's additive merge) and ``query``
 (the defaults' parameters plus the entry's, the entry's value winning for a name both set). Mapping-valued
-keys (``cache``, ``circuit_breaker``) are replaced whole. ``value_field`` and ``value_template`` are one
-choice: an entry that writes either one drops the other from ``defaults``.
+keys (``cache``, ``circuit_breaker``, ``jwt_auth``, ``backend_oidc_auth``) are replaced whole, and ``false``
+turns off the one of ``defaults``. ``value_field`` and ``value_template`` are one choice: an entry that writes
+either one drops the other from ``defaults``.
+
+Two keys are other spellings of one model field (:data:`ALIASES`): ``oidc_auth`` is upstream's older name of
+``backend_oidc_auth``, and ``http_auth_basic_file`` gives http_auth_basic from a file. Both spellings in one
+mapping are an error; across ``defaults`` and an entry the entry's wins, as for any key.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from pfxhttp.config.model import (
     EntryConfig,
     EntryKind,
     HttpMethod,
+    JwtAuthConfig,
+    OidcAuthConfig,
     OnError,
 )
 from pfxhttp.config.values import check_map_name
-from pfxhttp.config.yamlnodes import Item, Problems, join, mapping_items, suggest
+from pfxhttp.config.yamlnodes import EnvironmentLocation, Item, Problems, join, mapping_items, suggest
 from pfxhttp.errors import ConfigError, Location
 
 DEFAULTS_KEY = "defaults"  # reserved by upstream: never an entry, never a listener name
@@ -48,6 +55,10 @@ ENTRY_KEYS = (
     "error_field",
     "no_error_value",
     "http_auth_basic",
+    "http_auth_basic_file",
+    "jwt_auth",
+    "backend_oidc_auth",
+    "oidc_auth",
     "http_request_compression",
     "http_response_compression",
     "cache",
@@ -58,9 +69,6 @@ ENTRY_KEYS = (
 POLICY_ONLY_KEYS = ("error_action", "on_error")
 # Keys upstream pfxhttp accepts in an entry (some in older releases only) that this version ignores.
 ENTRY_DEFERRED = (
-    "jwt_auth",  # older releases: token endpoint + credentials, tokens kept in server.jwt_db_path
-    "oidc_auth",  # older name of backend_oidc_auth
-    "backend_oidc_auth",
     "sasl_oidc_auth",  # dovecot_sasl only
     "default_local_port",  # dovecot_sasl only
     "transport",  # dovecot_sasl only: json or grpc
@@ -68,16 +76,23 @@ ENTRY_DEFERRED = (
 )
 _MODEL_DEFAULTS = EntryConfig(name="", kind=EntryKind.SOCKET_MAP, target="")  # the model's own defaults
 _ONE_OF = ("value_field", "value_template")
+# Another spelling -> the key (and model field) it sets, with why the two exclude each other in one mapping.
+ALIASES = {
+    "http_auth_basic_file": ("http_auth_basic", "give the credentials or the file that holds them"),
+    "oidc_auth": ("backend_oidc_auth", "oidc_auth is the older name of backend_oidc_auth: write one"),
+}
+_AUTH_KEYS = ("jwt_auth", "backend_oidc_auth")  # each sends its own Authorization: Bearer
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One parsed entry key: the value and where it was written."""
+    """One parsed entry key: the value, where it was written, and how (the alias used, if any)."""
 
     value: object
     location: Location
+    spelling: str = ""  # the key as written, when an alias of the field's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +205,7 @@ def _cross_check(fields: dict[str, Field], own: set[str], path: str, problems: P
             f"status {codes} is in both status_code and not_found_status{default}",
         )
         ok = False
+    ok = _check_authorization(fields, own, path, problems) and ok
     method = _get(fields, "method", HttpMethod, HttpMethod.POST)
     if method is HttpMethod.GET and "payload" in own:
         problems.error_at(
@@ -199,6 +215,50 @@ def _cross_check(fields: dict[str, Field], own: set[str], path: str, problems: P
         )
         ok = False
     return ok
+
+
+def _order(location: Location) -> tuple[bool, int, int]:
+    """File order, values set from the environment after the whole file."""
+    return (isinstance(location, EnvironmentLocation), location.line, location.column)
+
+
+def _written(fields: dict[str, Field], key: str) -> str:
+    return fields[key].spelling or key
+
+
+def _check_authorization(fields: dict[str, Field], own: set[str], path: str, problems: Problems) -> bool:
+    """One Authorization header per request: jwt_auth and backend_oidc_auth each send a bearer token, so
+    neither goes with the other, with http_auth_basic or with a custom Authorization header."""
+    active = [
+        key
+        for key in _AUTH_KEYS
+        if isinstance(_get(fields, key, object, None), JwtAuthConfig | OidcAuthConfig)
+    ]
+    if not active:
+        return True
+    others = active[1:]
+    if isinstance(_get(fields, "http_auth_basic", object, None), BasicAuth):
+        others.append("http_auth_basic")
+    headers = _get(fields, "custom_headers", tuple, ())
+    if any(name.lower() == "authorization" for name, _ in headers):
+        others.append("custom_headers")
+    involved = [key for key in (active[0], *others) if key in own]
+    if not others or not involved:
+        return True  # no clash, or one `defaults` has on its own and reported there
+    blame = max(involved, key=lambda key: _order(fields[key].location))
+    other = next(key for key in (active[0], *others) if key != blame)
+
+    def name(key: str) -> str:
+        written = "a custom Authorization header" if key == "custom_headers" else _written(fields, key)
+        return written + ("" if key in own else " (from defaults)")
+
+    problems.error_at(
+        fields[blame].location,
+        join(path, _written(fields, blame)),
+        f"{name(blame)} and {name(other)} would both send the Authorization header: keep one "
+        "(an entry turns off an authentication block of defaults with 'false')",
+    )
+    return False
 
 
 def _build(
@@ -230,6 +290,9 @@ def _build(
         error_field=text("error_field"),
         no_error_value=text("no_error_value"),
         http_auth_basic=_get(fields, "http_auth_basic", BasicAuth, None),
+        # `jwt_auth: false` / `enabled: false` (a bool here) turn off what `defaults` turned on.
+        jwt_auth=_get(fields, "jwt_auth", JwtAuthConfig, None),
+        backend_oidc_auth=_get(fields, "backend_oidc_auth", OidcAuthConfig, None),
         http_request_compression=_get(fields, "http_request_compression", bool, False),
         http_response_compression=_get(fields, "http_response_compression", bool, False),
         # `cache: false` / `circuit_breaker: false` (a bool here) turn off what `defaults` turned on.
@@ -248,7 +311,15 @@ def _parse_fields(node: Node, path: str, kind: EntryKind, problems: Problems) ->
     if items is None:
         return None
     fields: dict[str, Field] = {}
-    for key, item in check_keys(items, path, ENTRY_KEYS, ENTRY_DEFERRED, problems).items():
+    known = check_keys(items, path, ENTRY_KEYS, ENTRY_DEFERRED, problems)
+    for alias, (canonical, why) in ALIASES.items():
+        if alias in known and canonical in known:
+            later = max(known[alias], known[canonical], key=lambda i: i.key_node.start_mark.index)
+            problems.error(
+                later.key_node, join(path, later.key), f"{canonical} and {alias} exclude each other: {why}"
+            )
+            del known[later.key]
+    for key, item in known.items():
         key_path = join(path, key)
         if kind is EntryKind.SOCKET_MAP and key in POLICY_ONLY_KEYS:
             problems.error(
@@ -260,7 +331,8 @@ def _parse_fields(node: Node, path: str, kind: EntryKind, problems: Problems) ->
             continue
         value = parse_value(key, item.value, key_path, kind, problems)
         if value is not None and value != "":
-            fields[key] = Field(value, problems.loc(item.value))
+            canonical = ALIASES[key][0] if key in ALIASES else key
+            fields[canonical] = Field(value, problems.loc(item.value), key if key in ALIASES else "")
     both = [key for key in _ONE_OF if key in fields]
     if len(both) == 2:
         second = max((_by_key(items, key) for key in both), key=lambda i: i.key_node.start_mark.index)

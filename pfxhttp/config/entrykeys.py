@@ -7,17 +7,17 @@ query, value_template) are kept as source text here; the backend layer compiles 
 
 from __future__ import annotations
 
-import enum
-from typing import TypeVar
-
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from pfxhttp.config.auth import parse_jwt_auth, parse_oidc_auth
 from pfxhttp.config.blocks import parse_cache, parse_circuit_breaker
-from pfxhttp.config.model import EntryKind, HttpMethod, OnError
+from pfxhttp.config.model import BasicAuth, EntryKind, HttpMethod, OnError
+from pfxhttp.config.secrets import read_secret
 from pfxhttp.config.values import check_error_action, check_target, parse_basic_auth, parse_header
 from pfxhttp.config.yamlnodes import (
     Problems,
     as_bool,
+    as_choice,
     as_int,
     as_str,
     describe,
@@ -25,14 +25,11 @@ from pfxhttp.config.yamlnodes import (
     join,
     mapping_items,
     sequence_items,
-    suggest,
 )
 from pfxhttp.errors import ConfigError
 
 _JSON_BOOL_SPELLINGS = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
 _BOOL_KEYS = frozenset({"http_request_compression", "http_response_compression"})
-
-E = TypeVar("E", bound=enum.Enum)
 
 
 def parse_value(key: str, node: Node, path: str, kind: EntryKind, problems: Problems) -> object:
@@ -49,15 +46,21 @@ def parse_value(key: str, node: Node, path: str, kind: EntryKind, problems: Prob
         return parse_cache(node, path, kind is EntryKind.POLICY_SERVICE, problems)
     if key == "circuit_breaker":
         return parse_circuit_breaker(node, path, problems)
+    if key == "jwt_auth":
+        return parse_jwt_auth(node, path, problems)
+    if key in ("backend_oidc_auth", "oidc_auth"):
+        return parse_oidc_auth(node, path, problems)
+    if key == "http_auth_basic_file":
+        return _basic_auth_file(node, path, problems)
     if key in _BOOL_KEYS:
         return as_bool(node, path, problems)
     text = as_str(node, path, problems)
     if text is None or text == "":
         return None
     if key == "method":
-        return _choice(HttpMethod, text.upper(), node, path, problems, "HTTP method")
+        return as_choice(HttpMethod, text.upper(), node, path, problems, "HTTP method")
     if key == "on_error":
-        return _choice(OnError, text.lower(), node, path, problems, "on_error value")
+        return as_choice(OnError, text.lower(), node, path, problems, "on_error value")
     try:
         if key == "target":
             return check_target(text)
@@ -74,17 +77,15 @@ def parse_value(key: str, node: Node, path: str, kind: EntryKind, problems: Prob
     return text
 
 
-def _choice(enum_type: type[E], text: str, node: Node, path: str, problems: Problems, what: str) -> E | None:
+def _basic_auth_file(node: Node, path: str, problems: Problems) -> BasicAuth | None:
+    """``http_auth_basic_file``: the ``user:password`` of http_auth_basic, read from a file."""
+    text = read_secret(node, path, problems)
+    if text is None:
+        return None
     try:
-        return enum_type(text)
-    except ValueError:
-        choices = [member.value for member in enum_type]
-        problems.error(
-            node,
-            path,
-            f"unknown {what} {node.value!r}: use {', '.join(choices[:-1])} or {choices[-1]}",
-            suggest(text, choices),
-        )
+        return parse_basic_auth(text, "the content of http_auth_basic_file")
+    except ConfigError as exc:
+        problems.wrap(node, path, exc)
         return None
 
 

@@ -1,4 +1,5 @@
-"""Pieces of JSON Schema (draft 2020-12) for the values of pfxhttp.yml: patterns and small builders.
+"""Pieces of JSON Schema (draft 2020-12) for the values of pfxhttp.yml: patterns, small builders, and the
+:class:`Doc` that pairs a key's description with its schema.
 
 Patterns are ECMA-262 regular expressions, as JSON Schema requires; each mirrors a check of
 :mod:`pfxhttp.config.values` as far as a regular expression can, and names it.
@@ -7,8 +8,10 @@ Patterns are ECMA-262 regular expressions, as JSON Schema requires; each mirrors
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from pfxhttp.config.auth import SCOPE_PATTERN
 from pfxhttp.config.values import MAX_FD_NAME
 
 # Go's time.ParseDuration syntax (values.parse_duration), or a plain number of seconds.
@@ -21,11 +24,23 @@ FD_NAME = "^[ -9;-~]{1,%d}$" % MAX_FD_NAME  # printable ASCII except ':' (0x3a) 
 URL_PATH = r"^/[^\s?#\x00-\x1f\x7f]*$"
 ATTRIBUTE = r"^[^=\s\x00-\x1f]+$"
 OCTAL_MODE = r"^(0[oO]|0)?[0-7]{1,4}$"
+SCOPE = f"^{SCOPE_PATTERN}$"  # auth.SCOPE_PATTERN: one RFC 6749 scope-token
+SCOPES = rf"^[ \t]*({SCOPE_PATTERN}[ \t]*)*$"  # scope-tokens separated by blanks
 # values.check_error_action: the first word defers or stays neutral; never OK, REJECT, 5NN, DISCARD, HOLD.
 ERROR_ACTION = (
     r"^[ \t]*([Dd][Ee][Ff][Ee][Rr](_[Ii][Ff]_([Pp][Ee][Rr][Mm][Ii][Tt]|[Rr][Ee][Jj][Ee][Cc][Tt]))?"
     r"|[Dd][Uu][Nn][Nn][Oo]|4[0-9][0-9])([ \t][^\r\n\x00]*)?$"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """One key's description and the JSON Schema of its value (of a block: extra keywords, such as
+    required keys); ``nullable``: null means "not set" there."""
+
+    text: str
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    nullable: bool = True
 
 
 def go_duration(seconds: float) -> str:
@@ -68,12 +83,24 @@ def string(pattern: str | None = None, **more: Any) -> dict[str, Any]:
     return schema
 
 
+def _literal(char: str) -> str:
+    # Not re.escape: it escapes '-' too, which ECMA-262 in unicode mode refuses outside a class.
+    return "\\" + char if char in ".+*?^$()[]{}|\\" else char
+
+
+def any_case_pattern(values: list[str]) -> str:
+    """A pattern matching any of ``values`` in any letter case (ECMA-262 has no inline case-insensitive flag)."""
+    spelled = [
+        "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else _literal(c) for c in v) for v in values
+    ]
+    return f"^({'|'.join(spelled)})$"
+
+
 def any_case(values: list[str], default: str | None = None) -> dict[str, Any]:
     """An enum the loader matches in any letter case: the enum for editors' completion, a pattern for the
-    rest (ECMA-262 has no inline case-insensitive flag)."""
-    spelled = ["".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in v) for v in values]
+    rest."""
     schema: dict[str, Any] = {
-        "anyOf": [{"enum": values}, {"type": "string", "pattern": f"^({'|'.join(spelled)})$"}]
+        "anyOf": [{"enum": values}, {"type": "string", "pattern": any_case_pattern(values)}]
     }
     if default is not None:
         schema["default"] = default

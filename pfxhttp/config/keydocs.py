@@ -2,16 +2,16 @@
 
 The texts follow the model's field comments and pfxhttp.yml(5); defaults are read from the model's own
 dataclasses, so the schema cannot drift from what the loader fills in. :mod:`pfxhttp.config.keytree` joins
-these to the loader's key tables; the value schemas are built with :mod:`pfxhttp.config.jsontypes`.
+these to the loader's key tables; the value schemas are built with :mod:`pfxhttp.config.jsontypes`. The
+backend authentication blocks are described in :mod:`pfxhttp.config.authdocs` and merged in here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pfxhttp.config import blocks
+from pfxhttp.config.authdocs import AUTH_BLOCK_DOCS, AUTH_DOCS, AUTH_ENTRY_RULES
 from pfxhttp.config.jsontypes import (
     ATTRIBUTE,
     BASIC_AUTH,
@@ -22,6 +22,7 @@ from pfxhttp.config.jsontypes import (
     OCTAL_MODE,
     TARGET,
     URL_PATH,
+    Doc,
     any_case,
     boolean,
     duration,
@@ -45,6 +46,7 @@ from pfxhttp.config.model import (
     MetricsConfig,
     OnError,
     ResponseCacheConfig,
+    ServerConfig,
     TlsConfig,
 )
 from pfxhttp.config.values import ACCOUNT_PATTERN, MAX_FD_NAME
@@ -52,15 +54,6 @@ from pfxhttp.config.values import ACCOUNT_PATTERN, MAX_FD_NAME
 IGNORED_DOC = (
     "Upstream pfxhttp key that this version does not implement yet: accepted, ignored, and warned about."
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Doc:
-    text: str
-    schema: Mapping[str, Any] = field(default_factory=dict)
-    nullable: bool = True
-
-
 ACCOUNT = {"anyOf": [string(ACCOUNT_PATTERN), {"type": "integer", "minimum": 0}]}
 _HTTP = HttpClientConfig()
 _LOG = LoggingConfig()
@@ -70,6 +63,7 @@ _METRICS = MetricsConfig()
 _CACHE = CacheConfig(ttl=1.0)
 _ENTRY = EntryConfig(name="", kind=EntryKind.SOCKET_MAP, target="")
 _POOL = integer(0, blocks.MAX_POOL_SIZE)
+_SERVER = ServerConfig()
 
 BLOCK_DOCS: dict[str, Doc] = {
     "": Doc("pfxhttp configuration (the format of upstream pfxhttp).", {"required": ["server"]}, False),
@@ -136,12 +130,15 @@ BLOCK_DOCS: dict[str, Doc] = {
         {"required": list(blocks.CIRCUIT_BREAKER_KEYS)},
         nullable=False,
     ),
+    **AUTH_BLOCK_DOCS,
 }
 
-# Checks between the keys of one entry (entries._cross_check and _parse_fields).
+# Checks between the keys of one entry (entries._cross_check and _parse_fields): one of value_field and
+# value_template, one spelling of a key, one source of the Authorization header, no body with GET.
 ENTRY_RULES: dict[str, Any] = {
     "allOf": [
         {"not": {"type": "object", "required": ["value_field", "value_template"]}},
+        *AUTH_ENTRY_RULES,
         {
             "if": {
                 "type": "object",
@@ -166,6 +163,15 @@ DOCS: dict[str, dict[str, Doc]] = {
         ),
         "run_as_group": Doc(
             "... and this group (name or numeric gid; default: the user's primary group).", ACCOUNT
+        ),
+        "jwt_db_path": Doc(
+            "SQLite file keeping the backend tokens of jwt_auth and backend_oidc_auth across restarts, shared "
+            "by the worker processes; its directory must exist. Absent: tokens in memory only.",
+            string(minLength=1),
+        ),
+        "workers": Doc(
+            "Processes serving the same listening sockets (pre-fork); reload and stop act on all of them.",
+            integer(1, blocks.MAX_WORKER_PROCESSES, _SERVER.workers),
         ),
     },
     "listen": {
@@ -267,6 +273,10 @@ DOCS: dict[str, dict[str, Doc]] = {
         "basic_auth": Doc(
             '"user:password" a scrape must send (HTTP Basic authentication).', string(BASIC_AUTH)
         ),
+        "basic_auth_file": Doc(
+            'Instead of basic_auth: a file holding its "user:password" (one trailing newline stripped).',
+            string(),
+        ),
     },
     "entry": {
         "target": Doc(
@@ -314,6 +324,10 @@ DOCS: dict[str, dict[str, Doc]] = {
         "http_auth_basic": Doc(
             "\"user:password\" -> Authorization: Basic (split at the first ':').", string(BASIC_AUTH)
         ),
+        "http_auth_basic_file": Doc(
+            'Instead of http_auth_basic: a file holding its "user:password" (one trailing newline stripped).',
+            string(),
+        ),
         "http_request_compression": Doc(
             "true: gzip the request body.", boolean(_ENTRY.http_request_compression)
         ),
@@ -348,6 +362,7 @@ DOCS: dict[str, dict[str, Doc]] = {
             {**one_or_list(string(ATTRIBUTE)), "uniqueItems": True},
         ),
     },
+    **AUTH_DOCS,
     "circuit_breaker": {
         "failures": Doc(
             "Consecutive backend failures that open the circuit.",

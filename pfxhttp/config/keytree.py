@@ -14,8 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pfxhttp.config import blocks, entries, listen
-from pfxhttp.config.keydocs import BLOCK_DOCS, DOCS, ENTRY_RULES, IGNORED_DOC, Doc
+from pfxhttp.config import auth, blocks, entries, listen
+from pfxhttp.config.jsontypes import Doc
+from pfxhttp.config.keydocs import BLOCK_DOCS, DOCS, ENTRY_RULES, IGNORED_DOC
 
 
 class Shape(enum.Enum):
@@ -37,7 +38,7 @@ class Key:
     schema: Mapping[str, Any] = field(default_factory=dict)
     keys: tuple[Key, ...] = ()
     nullable: bool = True  # null (an empty value) means "not set"
-    off: bool = False  # BLOCK: `false` turns it off (cache, circuit_breaker)
+    off: bool = False  # BLOCK: `false` turns it off (cache, circuit_breaker, jwt_auth, backend_oidc_auth)
 
     def child(self, name: str) -> Key | None:
         return next((key for key in self.keys if key.name == name), None)
@@ -107,11 +108,15 @@ def _entry_keys(policy: bool) -> tuple[Key, ...]:
             del entry_docs[key]
         cache_table.remove("key_attributes")  # a socket map's cache key is always the lookup key
         del cache_docs["key_attributes"]
+    oidc_keys = _keys(auth.OIDC_AUTH_KEYS, (), DOCS["backend_oidc_auth"])
     nested = {
         "cache": _block("cache", _keys(cache_table, (), cache_docs), off=True),
         "circuit_breaker": _block(
             "circuit_breaker", _keys(blocks.CIRCUIT_BREAKER_KEYS, (), DOCS["circuit_breaker"]), off=True
         ),
+        "jwt_auth": _block("jwt_auth", _keys(auth.JWT_AUTH_KEYS, (), DOCS["jwt_auth"]), off=True),
+        "backend_oidc_auth": _block("backend_oidc_auth", oidc_keys, off=True),
+        "oidc_auth": _block("oidc_auth", oidc_keys, off=True),  # upstream's older name, the same keys
     }
     return _keys(table, entries.ENTRY_DEFERRED, entry_docs, nested)
 

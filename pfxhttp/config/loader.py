@@ -1,9 +1,10 @@
 """Load a pfxhttp YAML file (the format of the Go project croessner/pfxhttp) into the frozen model.
 
-A config written for upstream pfxhttp loads unchanged: keys this version does not implement yet are accepted
-without validation and listed in :attr:`Config.warnings`; every other unknown key is an error with the
-closest known spelling. All problems of a file are collected and raised together as
-:class:`~pfxhttp.errors.ConfigErrors`, in file order, each with ``file:line:column`` and its dotted key path.
+A config written for upstream pfxhttp loads unchanged (if the files it names exist: secret files, private
+keys, jwt_db_path's directory): keys this version does not implement yet are accepted without validation and
+listed in :attr:`Config.warnings`; every other unknown key is an error with the closest known spelling. All
+problems of a file are collected and raised together as :class:`~pfxhttp.errors.ConfigErrors`, in file
+order, each with ``file:line:column`` and its dotted key path.
 ``PFXHTTP_*`` environment variables (:mod:`pfxhttp.config.overrides`) are applied over the file when the
 caller passes an environment: only the command line does, so this layer stays pure.
 """
@@ -21,6 +22,8 @@ from pfxhttp.config.blocks import (
     MAX_HTTP_DURATION,
     MAX_POOL_SIZE,
     MAX_REPLY_SIZE,
+    MAX_WORKER_PROCESSES,
+    bounded_int,
     duration,
     parse_metrics,
     parse_response_cache,
@@ -43,6 +46,7 @@ from pfxhttp.config.model import (
     TlsConfig,
 )
 from pfxhttp.config.overrides import apply_overrides, overrides_from
+from pfxhttp.config.secrets import check_db_path
 from pfxhttp.config.values import check_account
 from pfxhttp.config.yamlnodes import (
     Item,
@@ -79,11 +83,12 @@ SERVER_KEYS = (
     "run_as_user",
     "run_as_group",
     "metrics",
+    "jwt_db_path",
+    "workers",
 )
 SERVER_DEFERRED = (
     "chroot",
     "observability",
-    "jwt_db_path",  # older releases, for jwt_auth
 )
 LOGGING_KEYS = ("json", "level", "use_systemd")
 HTTP_CLIENT_KEYS = (
@@ -154,7 +159,11 @@ def parse_config(
     entry_check: EntryCheck | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Parse configuration text (pure). Raises :class:`ConfigErrors` listing every problem found.
+    """Parse configuration text. Raises :class:`ConfigErrors` listing every problem found.
+
+    Pure but for the files the text names and whose content is part of the configuration: the secret files
+    (``*_file`` keys), private keys, and the check that jwt_db_path's directory exists. They are read here, so
+    that a reload reads them again; the daemon calls this in a worker thread.
 
     ``entry_check`` lets a later layer (the backend compiles payload templates and JSONPath fields) report its
     problems with the entries in the same pass, so ``pfxhttp check`` prints them together with the rest.
@@ -235,7 +244,30 @@ def _server(item: Item, sections: dict[EntryKind, Section], problems: Problems) 
         run_as_user=_account(keys.get("run_as_user"), "server.run_as_user", problems),
         run_as_group=_account(keys.get("run_as_group"), "server.run_as_group", problems),
         metrics=metrics,
+        jwt_db_path=_db_path(keys.get("jwt_db_path"), problems),
+        workers=_workers(keys.get("workers"), problems),
     )
+
+
+def _db_path(item: Item | None, problems: Problems) -> str | None:
+    """``jwt_db_path``: the SQLite token store; its directory must exist now (the daemon creates the file)."""
+    text = as_str(item.value, "server.jwt_db_path", problems) if item is not None else None
+    if not text:  # null or "": tokens in memory only
+        return None
+    try:
+        return check_db_path(text)
+    except ConfigError as exc:
+        assert item is not None
+        problems.wrap(item.value, "server.jwt_db_path", exc)
+        return None
+
+
+def _workers(item: Item | None, problems: Problems) -> int:
+    default = ServerConfig().workers
+    if item is None or is_null(item.value):
+        return default
+    count = bounded_int(item.value, "server.workers", problems, 1, MAX_WORKER_PROCESSES)
+    return default if count is None else count
 
 
 def _account(item: Item | None, path: str, problems: Problems) -> str | None:

@@ -148,6 +148,80 @@ class BasicAuth:
         return f"BasicAuth(username={self.username!r}, password=<redacted>)"
 
 
+class TokenContentType(enum.Enum):
+    """How credentials and refresh tokens are posted to a token endpoint."""
+
+    FORM = "application/x-www-form-urlencoded"
+    JSON = "application/json"
+
+
+class RefreshMode(enum.Enum):
+    """How a refresh token is presented (``jwt_auth.refresh``)."""
+
+    HEADER = "header"  # POST refresh_endpoint with an X-Refresh-Token field, as Nauthilus does
+    BODY = "body"  # POST refresh_endpoint with {refresh_token_field: token} in content_type
+    NONE = "none"  # never refresh: log in again
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret string (password, client secret): its repr never shows the value."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    def __str__(self) -> str:
+        return "<redacted>"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuthConfig:
+    """An entry's ``jwt_auth``: log in at token_endpoint with credentials, send ``Authorization: Bearer``.
+
+    ``credentials`` are posted as given (form or JSON by content_type); every value is a Secret, since which
+    one is the password is the API's business. Response fields are dotted paths into the JSON reply. With
+    neither an expires_at nor an expires_in field in the reply, the token's own ``exp`` claim is read.
+    """
+
+    token_endpoint: str
+    credentials: tuple[tuple[str, Secret], ...] = ()
+    content_type: TokenContentType = TokenContentType.FORM
+    token_field: str = "token"  # noqa: S105 - a JSON field name, not a secret
+    refresh_token_field: str = "refresh_token"  # noqa: S105 - a JSON field name, not a secret
+    expires_at_field: str = "expires_at"  # unix seconds
+    expires_in_field: str = "expires_in"  # seconds from now
+    refresh: RefreshMode = RefreshMode.HEADER
+    refresh_endpoint: str | None = None  # None: token_endpoint
+
+
+class OidcAuthMethod(enum.Enum):
+    """How the client authenticates at the token endpoint (RFC 6749 section 2.3, OIDC Core section 9)."""
+
+    # auto: private_key_jwt with a private_key_file, else client_secret_basic with a secret, else none
+    AUTO = "auto"
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method name, not a secret
+    CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 - a method name, not a secret
+    PRIVATE_KEY_JWT = "private_key_jwt"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class OidcAuthConfig:
+    """An entry's ``backend_oidc_auth``: OAuth2 client credentials with the token endpoint found by
+    OpenID Connect discovery at configuration_uri (or given as token_endpoint)."""
+
+    client_id: str
+    configuration_uri: str | None = None
+    token_endpoint: str | None = None  # skips discovery when set
+    client_secret: Secret | None = None
+    private_key_file: str | None = None  # where private_key was read from (for messages)
+    private_key: Secret | None = None  # the PEM text of private_key_file, read at load and on reload
+    scopes: tuple[str, ...] = ()
+    auth_method: OidcAuthMethod = OidcAuthMethod.AUTO
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """Prometheus metrics over HTTP (off unless enabled); labels only ever come from configured names."""
@@ -171,6 +245,8 @@ class ServerConfig:
     run_as_user: str | None = None  # drop privileges to this user after binding (name or uid)
     run_as_group: str | None = None  # ... and this group (default: the user's primary group)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    jwt_db_path: str | None = None  # SQLite token store shared by restarts and workers; None: memory only
+    workers: int = 1  # processes serving the same listening sockets (pre-fork); 1: this process alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +287,8 @@ class EntryConfig:
     error_field: str | None = None
     no_error_value: str | None = None
     http_auth_basic: BasicAuth | None = None
+    jwt_auth: JwtAuthConfig | None = None  # at most one of jwt_auth and backend_oidc_auth
+    backend_oidc_auth: OidcAuthConfig | None = None
     http_request_compression: bool = False  # gzip the request body
     http_response_compression: bool = False  # ask for gzip responses (Accept-Encoding) and inflate them
     cache: CacheConfig | None = None
@@ -235,6 +313,7 @@ class Config:
     policy_services: Mapping[str, EntryConfig] = field(default_factory=dict)
     source: str | None = None  # the file it was loaded from
     # One line per key that upstream pfxhttp knows and this version does not implement yet.
+    # Also one per secret file that every user may read (names the file, never its content).
     warnings: tuple[str, ...] = ()
     # The PFXHTTP_* environment variables applied over the file (names only: values may be secrets).
     overrides: tuple[str, ...] = ()

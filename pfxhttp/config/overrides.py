@@ -16,6 +16,10 @@ the empty string is null, which means "not set"; a value in quotes is a quoted Y
 text). The value replaces the file's (or adds the key, and any mapping above it), then the loader checks it
 like any other, and its errors name the variable instead of a file position.
 
+Blocks of an entry (``cache``, ``jwt_auth`` ...) are replaced whole by an entry that sets them, so a variable
+that would create such a block in an entry that inherits it from ``defaults`` is an error (the other keys of
+the defaults' block would silently go), except for ``enabled``, which turns the inherited block off.
+
 Every ``PFXHTTP_`` variable must name a key: one that does not is an error with the closest spelling, never
 ignored, since an override that silently does nothing is worse than none. The node tree is changed copy on
 write, so a mapping shared through a YAML anchor changes only where the override points.
@@ -32,7 +36,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from pfxhttp.config.entries import DEFAULTS_KEY, POLICY_ONLY_KEYS
+from pfxhttp.config.entries import ALIASES, DEFAULTS_KEY, POLICY_ONLY_KEYS
 from pfxhttp.config.keytree import Key, Shape, key_tree
 from pfxhttp.config.model import EntryKind
 from pfxhttp.config.yamlnodes import EnvMark, Problems, describe, env_location, is_null, join, suggest
@@ -96,6 +100,8 @@ class _Walk:
     override: Override
     path: str = ""  # the key path resolved so far
     consumed: str = PREFIX  # the part of the variable name resolved so far
+    # In an entry (not `defaults`): the blocks its section's `defaults` gives, which the entry inherits.
+    inherited: frozenset[str] = frozenset()
 
     def fail(self, message: str, suggestion: str | None = None) -> NoReturn:
         raise ConfigError(
@@ -107,6 +113,7 @@ class _Walk:
         self.consumed += word + SEPARATOR
 
     def block(self, node: Node | None, key: Key, rest: str) -> MappingNode:
+        inherited, self.inherited = self.inherited, frozenset()  # for the entry's own keys only
         word, _, after = rest.partition(SEPARATOR)
         child = next((k for k in key.keys if k.name.upper() == word.upper()), None)
         if child is None:
@@ -117,6 +124,8 @@ class _Walk:
         self.step(child.name, word)
         if child.shape is Shape.IGNORED:
             self.fail("not supported by this version yet; the environment cannot set it")
+        if child.off and _canonical(child.name) in inherited and lookup(node, child.name) is None:
+            self._refuse_replacing(child.name, word, after)
         if child.shape is Shape.VALUE:
             if after:
                 self.fail(f"a single value has no key {after.lower()!r}")
@@ -168,6 +177,11 @@ class _Walk:
         entry = lookup(node, name)
         if entry is not None and not is_null(entry) and not isinstance(entry, MappingNode):
             self.fail(f"the file gives {describe(entry)} here, not a mapping")
+        if name != DEFAULTS_KEY:
+            defaults = _pairs(lookup(node, DEFAULTS_KEY))
+            self.inherited = frozenset(
+                _canonical(k) for k, value in defaults if isinstance(value, MappingNode)
+            )
         value = self.block(entry, Key(name, Shape.BLOCK, "", keys=key.keys), after)
         return with_key(node, name, value, self.override.variable)
 
@@ -197,6 +211,21 @@ class _Walk:
         items[index] = changed
         return SequenceNode(node.tag, items, node.start_mark, node.end_mark, flow_style=node.flow_style)
 
+    def _refuse_replacing(self, name: str, word: str, after: str) -> None:
+        """A block (cache, jwt_auth ...) set in an entry replaces the one of ``defaults`` whole. A variable
+        that would create one in an entry that inherits it would silently drop every other key of the
+        defaults' block (the credentials of a jwt_auth, the ttl of a cache): only ``enabled`` (turning the
+        block off for this entry) means the same either way."""
+        if after.upper() == "ENABLED":
+            return
+        section = self.path.split(".", 1)[0]
+        in_defaults = f"{PREFIX}{entry_word(section)}{SEPARATOR}DEFAULTS{SEPARATOR}{word}{SEPARATOR}{after}"
+        self.fail(
+            f"the entry inherits {name} from defaults and has none of its own; a {name} created here would "
+            f"replace the defaults' one whole: write {name} into the entry, or set the key in defaults",
+            in_defaults,
+        )
+
     def scalar(self) -> ScalarNode:
         text = self.override.value
         mark = EnvMark(self.override.variable)
@@ -206,7 +235,8 @@ class _Walk:
             except yaml.YAMLError:
                 node = None
             if not isinstance(node, ScalarNode):
-                self.fail(f"the value {text!r} starts with a quote but is not one quoted YAML string")
+                # The value is not quoted back: it may be a secret (client_secret, a password).
+                self.fail("the value starts with a quote but is not one quoted YAML string")
             return ScalarNode(_STR_TAG, node.value, mark, mark, style=node.style)
         # The tag a plain scalar gets in the file (YAML 1.1 with PyYAML's safe resolver): int, bool, null ...
         tag: str = Resolver().resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
@@ -221,6 +251,11 @@ class _Walk:
             return self.consumed + respelled
         close = suggest(word.lower(), [k.name for k in key.keys if k.shape is not Shape.IGNORED])
         return self.consumed + close.upper() + rest[len(word) :] if close else None
+
+
+def _canonical(name: str) -> str:
+    """An entry key's model field: ``oidc_auth`` and ``backend_oidc_auth`` are one block."""
+    return ALIASES[name][0] if name in ALIASES else name
 
 
 def _single_underscores(key: Key, node: Node | None, text: str) -> str | None:

@@ -141,20 +141,37 @@ _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _PLACEHOLDER = "x"  # what an expression yields at most after percent-encoding, for the syntax check
 
 
-def _check_url(url: str, shown: str) -> str:
-    """Check ``url`` (the target with templates replaced); messages quote ``shown``, the target as written."""
+def _check_url(url: str, shown: str, what: str = "target") -> str:
+    """Check ``url`` (the target with templates replaced); messages name ``what`` and quote ``shown``, the URL
+    as written (an empty ``shown`` quotes nothing)."""
+    subject = f"{what} {shown!r}" if shown else what
     if any(c.isspace() or ord(c) < 0x20 for c in url):
-        raise ConfigError(f"target {shown!r} must be an http:// or https:// URL without blanks")
+        raise ConfigError(f"{subject} must be an http:// or https:// URL without blanks")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigError(f"target {shown!r} must use http:// or https://")
+        raise ConfigError(f"{subject} must use http:// or https://")
     if not parts.hostname:
-        raise ConfigError(f"target {shown!r} has no host")
+        raise ConfigError(f"{subject} has no host")
     try:
         parts.port  # noqa: B018 - evaluated for its ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"target {shown!r} has an invalid port") from exc
-    return shown
+        raise ConfigError(f"{subject} has an invalid port") from exc
+    return shown or url
+
+
+def check_endpoint(url: str, what: str) -> str:
+    """An absolute http(s) URL of a token or discovery endpoint (``what`` names the key), checked as
+    :func:`check_target` checks a target but without templates: it is fetched as written.
+
+    Messages never quote it: an endpoint URL may carry credentials (``https://user:pass@host/``) and a
+    config error is printed and logged.
+    """
+    if not url:
+        raise ConfigError(f"{what} must be an http:// or https:// URL")
+    if "{{" in url or "{%" in url:
+        raise ConfigError(f"{what} is fetched as written: it takes no template expressions")
+    _check_url(url, "", what)
+    return url
 
 
 # access(5) actions a policy service may answer when its backend fails: each defers the mail or lets the

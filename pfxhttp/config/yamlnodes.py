@@ -8,9 +8,11 @@ show duplicate keys, which PyYAML's constructor silently lets the last one win.
 from __future__ import annotations
 
 import difflib
+import enum
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -28,6 +30,8 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 # Strings Go's strconv.ParseBool accepts; viper decodes quoted booleans this way, so configs may carry them.
 _TRUE_WORDS = frozenset({"1", "t", "T", "true", "True", "TRUE"})
 _FALSE_WORDS = frozenset({"0", "f", "F", "false", "False", "FALSE"})
+
+E = TypeVar("E", bound=enum.Enum)
 
 
 # Keys and values set from the environment count as written after the whole file (so a check between two
@@ -288,3 +292,21 @@ def as_scalar(node: Node, path: str, problems: Problems) -> object:
                 pass
     problems.error(node, path, f"expected a value such as 10s, got {describe(node)}")
     return None
+
+
+def as_choice(
+    enum_type: type[E], text: str, node: Node, path: str, problems: Problems, what: str
+) -> E | None:
+    """The member of ``enum_type`` whose value is ``text`` (already case-folded as the key wants); an unknown
+    value is an error listing the choices, with the closest one."""
+    try:
+        return enum_type(text)
+    except ValueError:
+        choices = [member.value for member in enum_type]
+        problems.error(
+            node,
+            path,
+            f"unknown {what} {getattr(node, 'value', text)!r}: use {', '.join(choices[:-1])} or {choices[-1]}",
+            suggest(text, choices),
+        )
+        return None
