@@ -17,7 +17,8 @@ Every exception pfxhttp raises on purpose derives from :class:`PfxhttpError`::
         ├── BackendProtocolError    the peer did not speak valid HTTP/1.1
         ├── BackendBodyTooLarge     the response body exceeded the cap
         ├── BackendBusy             the worker pool and its wait queue are full (back-pressure)
-        └── PayloadError            the rendered request payload is not valid JSON
+        ├── PayloadError            the rendered request payload is not valid JSON
+        └── TokenError              no bearer token: the token endpoint failed, refused or is backing off
 
 Remote errors (``ProtocolError``) close the offending connection only. ``BackendError`` turns into a
 TEMP/TIMEOUT socketmap reply or the policy error action. ``reason`` is what may reach Postfix: it never holds
@@ -156,3 +157,11 @@ class BackendBusy(BackendError):
 
 class PayloadError(BackendError):
     reason = "invalid request payload"
+
+
+class TokenError(BackendError):
+    """No usable bearer token for a backend (jwt_auth, backend_oidc_auth): the token endpoint is unreachable,
+    slow, refused the credentials, answered something unusable, or failed recently (back-off). The lookup
+    answers TEMP / the policy error action, never NOTFOUND."""
+
+    reason = "backend token unavailable"

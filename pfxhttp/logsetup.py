@@ -101,5 +101,9 @@ def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> No
 
 
 def get_logger(**initial: Any) -> Any:
-    """A logger bound to ``initial`` values (e.g. ``listener=...``)."""
-    return structlog.get_logger("pfxhttp").bind(**initial)
+    """A logger bound to ``initial`` values (e.g. ``listener=...``).
+
+    Lazy: it takes the configuration in force when it logs (or is bound further), not the one in force when
+    it was made, so a logger made while a configuration is loaded (before configure_logging) logs as
+    configured."""
+    return structlog.get_logger("pfxhttp", **initial)

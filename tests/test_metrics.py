@@ -334,7 +334,10 @@ async def test_every_request_kind_and_backend_outcome_is_counted_with_configured
     }
     assert samples["pfxhttp_worker_pool_in_flight"] == pools
     assert samples["pfxhttp_worker_pool_waiting"] == pools
-    assert samples["pfxhttp_token_fetches_total"] == {(): 0}
+    assert samples["pfxhttp_token_fetches_total"] == {
+        (("result", "failure"),): 0,
+        (("result", "success"),): 0,
+    }
     assert samples["process_cpu_seconds_total"][()] > 0  # the process collector, in our own registry
 
 

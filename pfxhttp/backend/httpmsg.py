@@ -123,16 +123,29 @@ class PreparedRequest:
             self, "empty", self.head + (b"Content-Length: 0\r\n\r\n" if with_length else b"\r\n")
         )
 
-    def wire(self, body: bytes | None) -> bytes:
+    def wire(self, body: bytes | None, authorization: str | None = None) -> bytes:
         """The exact bytes to send for ``body``: head, Content-Length when due, blank line, body.
 
-        With ``gzip_request`` the body is compressed here, before its length is taken.
+        With ``gzip_request`` the body is compressed here, before its length is taken. ``authorization`` (a
+        bearer token's field value, checked to be printable ASCII where it was obtained) goes into an
+        Authorization field; the entry's configuration cannot hold another one (the loader refuses that).
         """
+        if authorization is not None:
+            return self._with_authorization(body, authorization.encode("ascii"))
         if not body:
             return self.empty
         if self.gzip_request:
             body = gzip_body(body)
         return b"".join((self.cl_prefix, b"%d\r\n\r\n" % len(body), body))
+
+    def _with_authorization(self, body: bytes | None, value: bytes) -> bytes:
+        field = b"Authorization: " + value + b"\r\n"
+        if not body:
+            return b"".join((self.head, field, self.empty[len(self.head) :]))
+        if self.gzip_request:
+            body = gzip_body(body)
+        rest = self.cl_prefix[len(self.head) :]
+        return b"".join((self.head, field, rest, b"%d\r\n\r\n" % len(body), body))
 
 
 def _check_value(what: str, value: str) -> None:

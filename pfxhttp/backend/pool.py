@@ -254,8 +254,10 @@ class HttpClient:
         self._budget = _IdleBudget(config.max_idle_connections)
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
 
-    async def request(self, prepared: PreparedRequest, body: bytes | None) -> HttpResponse:
-        """Send ``prepared`` with ``body`` and return the final response.
+    async def request(
+        self, prepared: PreparedRequest, body: bytes | None, authorization: str | None = None
+    ) -> HttpResponse:
+        """Send ``prepared`` with ``body`` (and an Authorization field when given) and return the final response.
 
         One deadline (``timeout``) covers waiting for a slot, connecting, TLS, writing and reading. The body
         is gzipped when ``prepared.gzip_request`` says so (``PreparedRequest.wire``); a gzip-coded response
@@ -269,7 +271,7 @@ class HttpClient:
         if pool is None:
             pool = self._pools[target.origin] = _HostPool(self, target, self._budget)
         with trio.move_on_after(self.timeout):
-            return await pool.exchange(prepared.wire(body))
+            return await pool.exchange(prepared.wire(body, authorization))
         raise BackendTimeout(
             f"no complete response from {target.host} port {target.port} within {self.timeout:g} s"
         )

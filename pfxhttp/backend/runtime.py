@@ -21,10 +21,13 @@ from typing import Any, Protocol
 import orjson
 import trio
 
+from pfxhttp.backend.auth.manager import AuthManager
+from pfxhttp.backend.auth.source import TokenSource
 from pfxhttp.backend.cache import AnswerCache, SingleFlight, policy_cache_key
 from pfxhttp.backend.compile import CompiledEntry, compile_config
 from pfxhttp.backend.context import lookup_context
 from pfxhttp.backend.guard import CircuitBreaker, WorkerPool
+from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest
 from pfxhttp.backend.mapping import (
     Outcome,
     OutcomeKind,
@@ -44,6 +47,7 @@ from pfxhttp.config.model import (
     ResponseCacheConfig,
 )
 from pfxhttp.errors import BackendBusy, BackendError, BackendTimeout, PayloadError
+from pfxhttp.logsetup import get_logger
 from pfxhttp.protocol.policy import PolicyReply, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
 from pfxhttp.protocol.tcptable import TcpTableReply
@@ -67,6 +71,8 @@ class LookupMetrics(Protocol):
     def configure(self, config: Config) -> None: ...
 
     def entry(self, kind: EntryKind, name: str) -> EntryMeter: ...
+
+    def token_fetch(self, success: bool) -> None: ...
 
 
 # --- end metrics ---
@@ -112,6 +118,19 @@ class Runtime:
             for listen in config.server.listen
             if listen.worker_pool
         }
+        # Bearer tokens (jwt_auth, backend_oidc_auth): by id(compiled entry); empty = one falsy test per lookup.
+        self.auth = AuthManager(
+            config,
+            (entry.config for entry in (*self.socket_maps.values(), *self.policy_services.values())),
+            self.client.ssl_context,
+            get_logger(component="auth"),
+            on_fetch=None if metrics is None else metrics.token_fetch,
+        )
+        self.auth_sources: dict[int, TokenSource] = {
+            id(entry): source
+            for entry in (*self.socket_maps.values(), *self.policy_services.values())
+            if (source := self.auth.source(entry.config)) is not None
+        }
         # metrics: None = no metrics at no cost (one empty-dict test per backend lookup)
         self.metrics = metrics
         self.meters: dict[int, EntryMeter] = {}
@@ -125,6 +144,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.auth.aclose()
 
     async def retire(self, limit: float) -> None:
         """After a reload: let lookups still running on this runtime finish (at most ``limit`` seconds, bounded
@@ -266,7 +286,11 @@ class Runtime:
                 body = entry.template.render(context).encode("utf-8")
                 if not entry.template.always_json and body.strip():
                     orjson.loads(body)  # a template branch the load-time check could not reach may be broken
-            response = await self.client.request(prepared, body)
+            source = self.auth_sources.get(id(entry)) if self.auth_sources else None
+            if source is None:
+                response = await self.client.request(prepared, body)
+            else:
+                response = await self._authorized(source, prepared, body)
         except PayloadError as exc:
             return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
         except orjson.JSONDecodeError as exc:
@@ -278,6 +302,18 @@ class Runtime:
         except BackendError as exc:
             return Outcome(OutcomeKind.TEMP, reason=exc.reason, detail=str(exc))
         return classify(entry.rules, response.status, response.body, context)
+
+    async def _authorized(
+        self, source: TokenSource, prepared: PreparedRequest, body: bytes | None
+    ) -> HttpResponse:
+        """The request with a bearer token; after a 401 the token is dropped and the request sent once more
+        with a new one (the token may have been revoked or expired early). Raises TokenError without a token."""
+        authorization = await source.authorization()
+        response = await self.client.request(prepared, body, authorization)
+        if response.status != 401:
+            return response
+        source.invalidate(authorization)
+        return await self.client.request(prepared, body, await source.authorization())
 
     async def socketmap(
         self, request: SocketmapRequest, log: Any, request_id: int = 0, listener: ListenConfig | None = None

@@ -177,9 +177,12 @@ class Metrics:
         )
         self.token_fetches = Counter(
             "pfxhttp_token_fetches",
-            "Backend auth token fetches. Defined ahead of the token auth support; nothing increments it yet.",
+            "Bearer token requests to token endpoints (jwt_auth, backend_oidc_auth), by result.",
+            ("result",),
             registry=registry,
         )
+        for result in ("success", "failure"):  # exported as 0 from the start, so rates work at once
+            self.token_fetches.labels(result)
         self.state = _StateCollector()
         registry.register(self.state)
         ProcessCollector(registry=registry)
@@ -213,6 +216,10 @@ class Metrics:
             children = {s: self.requests.labels(kind, name, s.value) for s in SocketmapStatus}
             self.socket_map_requests[name] = children
         return children
+
+    def token_fetch(self, success: bool) -> None:
+        """One request to a token endpoint ended (Runtime's auth sources call this)."""
+        self.token_fetches.labels("success" if success else "failure").inc()
 
     def entry(self, kind: EntryKind, name: str) -> EntryMeter:
         meter = self._entries.get((kind, name))

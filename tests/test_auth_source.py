@@ -1,0 +1,411 @@
+"""The token source: single-flight requests, background renewal, back-off, 401 invalidation, sharing through the
+store, and no secret in any log line. A scripted fetcher counts requests; a settable clock stands in for time."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import structlog
+import trio
+import trio.testing
+
+from pfxhttp.backend.auth.source import BACKOFF_MAX, TokenSource
+from pfxhttp.backend.auth.store import TokenStore, open_token_store
+from pfxhttp.backend.auth.tokens import Token
+from pfxhttp.config.model import LoggingConfig, LogLevel
+from pfxhttp.errors import TokenError
+from pfxhttp.logsetup import configure_logging, get_logger
+
+T0 = 1_700_000_000.0
+
+
+@dataclass
+class Clock:
+    """Unix time as the source sees it; tests move it by hand."""
+
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class ScriptedFetcher:
+    """A TokenFetcher: each call records the ``current`` it got, may wait for ``gate``, then raises ``fail`` or
+    returns a token named after the call number."""
+
+    clock: Clock
+    lifetime: float = 3600.0
+    fail: Exception | None = None
+    gate: trio.Event | None = None
+    currents: list[Token | None] = field(default_factory=list)
+    store_key: str = "jwt|https://auth.example/token|client|0123abcd"
+    description: str = "jwt_auth https://auth.example/token"
+
+    @property
+    def calls(self) -> int:
+        return len(self.currents)
+
+    async def fetch(self, http: httpx.AsyncClient, current: Token | None) -> Token:
+        self.currents.append(current)
+        number = self.calls
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        now = self.clock()
+        return Token(f"access-secret-{number}", now + self.lifetime, now, refresh=f"refresh-secret-{number}")
+
+
+@dataclass
+class Captured:
+    stream: io.StringIO
+    log: Any
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.stream.getvalue().splitlines()]
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["level"] == "error"]
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(json=True, level=LogLevel.DEBUG), stream=stream)
+    yield Captured(stream, get_logger())
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:  # handed to the fetcher, never used by the scripted one
+        yield client
+
+
+@dataclass
+class Rig:
+    clock: Clock
+    fetcher: ScriptedFetcher
+    store: TokenStore
+    source: TokenSource
+    outcomes: list[bool]
+
+
+def rig(http: httpx.AsyncClient, log: Any, store: TokenStore | None = None, **fetcher: Any) -> Rig:
+    clock = Clock()
+    scripted = ScriptedFetcher(clock, **fetcher)
+    store = store or open_token_store(None, log)
+    outcomes: list[bool] = []
+    source = TokenSource(scripted, store, http, log, clock=clock, on_fetch=outcomes.append)
+    return Rig(clock, scripted, store, source, outcomes)
+
+
+def bearer(number: int) -> str:
+    return f"Bearer access-secret-{number}"
+
+
+async def gather(count: int, call: Any) -> list[str | BaseException]:
+    """Run ``call`` in ``count`` concurrent tasks once the fetcher is known to be waiting; collect outcomes."""
+    results: list[str | BaseException] = []
+
+    async def one() -> None:
+        try:
+            results.append(await call())
+        except TokenError as exc:
+            results.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+    return results
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_a_thousand_callers_share_one_request(
+    http: httpx.AsyncClient, captured: Captured, fails: bool
+) -> None:
+    r = rig(http, captured.log, gate=trio.Event(), fail=TokenError("login refused (401)") if fails else None)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            done: list[list[str | BaseException]] = []
+
+            async def callers() -> None:
+                done.append(await gather(1000, r.source.authorization))
+
+            nursery.start_soon(callers)
+            await trio.testing.wait_all_tasks_blocked()
+            assert r.fetcher.calls == 1  # everyone else waits for that one request
+            assert r.fetcher.gate is not None
+            r.fetcher.gate.set()
+    assert r.fetcher.currents == [None]
+    results = done[0]
+    assert len(results) == 1000
+    if fails:
+        assert all(isinstance(x, TokenError) and "login refused" in str(x) for x in results)
+        assert r.outcomes == [False] and len(captured.errors()) == 1
+    else:
+        assert set(results) == {bearer(1)}
+        assert r.outcomes == [True]
+        assert await r.source.authorization() == bearer(1)  # then the fast path: no further request
+        assert r.fetcher.calls == 1
+
+
+async def test_renewal_serves_the_current_token_and_renews_once_in_the_background(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log)
+    with trio.fail_after(10):
+        assert await r.source.authorization() == bearer(1)
+        r.fetcher.gate = trio.Event()
+        r.clock.now = T0 + 3590  # renew_at is 30 s before expiry
+        results = await gather(1000, r.source.authorization)  # none of them waits for the renewal
+        assert set(results) == {bearer(1)}
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.fetcher.calls == 2
+        assert r.fetcher.currents[1] is not None and r.fetcher.currents[1].access == "access-secret-1"
+        r.fetcher.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert await r.source.authorization() == bearer(2)
+    assert r.fetcher.calls == 2 and r.outcomes == [True, True]
+    assert await r.store.load(r.fetcher.store_key) == Token(
+        "access-secret-2", T0 + 3590 + 3600, T0 + 3590, "refresh-secret-2"
+    )
+
+
+async def test_failed_renewal_keeps_the_current_token_until_it_expires(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log)
+    with trio.fail_after(10):
+        assert await r.source.authorization() == bearer(1)
+        r.fetcher.fail = TokenError("token endpoint answered 503")
+        r.clock.now = T0 + 3590
+        assert await r.source.authorization() == bearer(1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.fetcher.calls == 2
+        assert await r.source.authorization() == bearer(1)  # backing off for 1 s: no request
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.fetcher.calls == 2
+        r.clock.now = T0 + 3591
+        assert await r.source.authorization() == bearer(1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.fetcher.calls == 3  # the next try; this one backs off for 2 s
+        r.clock.now = T0 + 3592.5
+        assert await r.source.authorization() == bearer(1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.fetcher.calls == 3
+        r.fetcher.fail = None
+        r.clock.now = T0 + 3600  # expired: now callers wait for a new token
+        assert await r.source.authorization() == bearer(4)
+    assert r.outcomes == [True, False, False, True]
+    assert len(captured.errors()) == 2
+
+
+async def test_an_expired_token_is_replaced_before_answering(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log, lifetime=100)
+    assert await r.source.authorization() == bearer(1)
+    r.clock.now = T0 + 100
+    assert await r.source.authorization() == bearer(2)
+    current = r.fetcher.currents[1]
+    assert current is not None and current.refresh == "refresh-secret-1"  # the fetcher may refresh with it
+
+
+async def test_failures_back_off_1_2_4_up_to_60_seconds_and_reset_on_success(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log, lifetime=10, fail=TokenError("connection refused"))
+    windows = [1, 2, 4, 8, 16, 32, 60, 60]
+    assert windows[-1] == BACKOFF_MAX
+    for attempt, window in enumerate(windows, start=1):
+        with pytest.raises(TokenError, match="connection refused"):
+            await r.source.authorization()
+        assert r.fetcher.calls == attempt
+        r.clock.now += window - 0.01
+        with pytest.raises(TokenError, match="backing off"):
+            await r.source.authorization()
+        assert r.fetcher.calls == attempt  # refused at once, without a request
+        r.clock.now += 0.01
+    assert [e["retry_in"] for e in captured.errors()] == windows
+    r.fetcher.fail = None
+    assert await r.source.authorization() == bearer(9)
+    r.fetcher.fail = TokenError("connection refused")
+    r.clock.now += 10  # expired
+    with pytest.raises(TokenError):
+        await r.source.authorization()
+    r.clock.now += 1  # the window started again at 1 s
+    with pytest.raises(TokenError, match="connection refused"):
+        await r.source.authorization()
+    assert r.fetcher.calls == 11
+    assert r.outcomes == [False] * 8 + [True, False, False]
+
+
+async def test_invalidate_drops_only_the_current_token(http: httpx.AsyncClient, captured: Captured) -> None:
+    r = rig(http, captured.log)
+    key = r.fetcher.store_key
+    with trio.fail_after(10):
+        first = await r.source.authorization()
+        r.source.invalidate("Bearer something-else")
+        assert await r.source.authorization() == first and r.fetcher.calls == 1
+        r.fetcher.gate = trio.Event()
+        r.source.invalidate(first)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await r.store.load(key) is None  # a restart would not reuse it
+        r.fetcher.gate.set()
+        assert await r.source.authorization() == bearer(2)
+        current = r.fetcher.currents[1]
+        assert current is not None and current.access == "access-secret-1"  # may still refresh with it
+        r.source.invalidate(first)  # a late 401 for the old token leaves the new one alone
+        assert await r.source.authorization() == bearer(2)
+        assert r.fetcher.calls == 2
+
+        # 1,000 lookups get a 401 for the same token, drop it and ask again: one request between them.
+        r.fetcher.gate = trio.Event()
+
+        async def refused_then_retry() -> str:
+            r.source.invalidate(bearer(2))
+            return await r.source.authorization()
+
+        async with trio.open_nursery() as nursery:
+            done: list[list[str | BaseException]] = []
+
+            async def callers() -> None:
+                done.append(await gather(1000, refused_then_retry))
+
+            nursery.start_soon(callers)
+            await trio.testing.wait_all_tasks_blocked()
+            r.fetcher.gate.set()
+    assert set(done[0]) == {bearer(3)}
+    assert r.fetcher.calls == 3
+    assert await r.store.load(key) == Token("access-secret-3", T0 + 3600, T0, "refresh-secret-3")
+
+
+async def test_a_restarted_daemon_reuses_the_stored_token(
+    http: httpx.AsyncClient, captured: Captured, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "tokens.db")
+    with trio.fail_after(10):
+        before = rig(http, captured.log, store=open_token_store(path, captured.log))
+        assert await before.source.authorization() == bearer(1)
+        await before.source.aclose()
+        await before.store.aclose()
+
+        after = rig(http, captured.log, store=open_token_store(path, captured.log))
+        after.clock.now = T0 + 600
+        assert await after.source.authorization() == bearer(1)
+        assert after.fetcher.calls == 0 and after.outcomes == []
+
+        # After a 401 the stored token is gone: the next restart logs in again.
+        after.source.invalidate(bearer(1))
+        while await after.store.load(after.fetcher.store_key) is not None:
+            await trio.sleep(0.01)  # the store is updated in the background; the fail_after bounds this
+        await after.store.aclose()
+        again = rig(http, captured.log, store=open_token_store(path, captured.log))
+        assert await again.source.authorization() == bearer(1)  # from its own fetcher: a new login
+        assert again.fetcher.calls == 1
+        await again.store.aclose()
+    assert captured.errors() == []
+
+
+async def test_a_newer_token_from_another_process_is_taken_instead_of_a_request(
+    http: httpx.AsyncClient, captured: Captured, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "tokens.db")
+    other = open_token_store(path, captured.log)  # another worker process's store on the same file
+    r = rig(http, captured.log, store=open_token_store(path, captured.log), lifetime=100)
+    key = r.fetcher.store_key
+    with trio.fail_after(10):
+        assert await r.source.authorization() == bearer(1)
+        await other.save(key, Token("access-secret-other-1", T0 + 200, T0))
+        r.clock.now = T0 + 100  # ours expired; the other process's is good
+        assert await r.source.authorization() == "Bearer access-secret-other-1"
+
+        await other.save(key, Token("access-secret-other-2", T0 + 400, T0 + 170))
+        r.clock.now = T0 + 175  # ours is due for renewal: the background renewal finds the newer one
+        assert await r.source.authorization() == "Bearer access-secret-other-1"
+        while await r.source.authorization() != "Bearer access-secret-other-2":
+            await trio.sleep(0.01)  # bounded by fail_after
+    assert r.fetcher.calls == 1 and r.outcomes == [True]
+    await r.store.aclose()
+    await other.aclose()
+
+
+async def test_unexpected_fetcher_exceptions_become_token_errors(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log, fail=ValueError("body was {'access_token': 'access-secret-leak'}"))
+    with pytest.raises(TokenError, match="unexpected ValueError") as caught:
+        await r.source.authorization()
+    assert "access-secret-leak" not in str(caught.value)
+    assert caught.value.reason == "backend token unavailable"
+    errors = captured.errors()
+    assert len(errors) == 1 and errors[0]["source"] == r.fetcher.description
+    assert "access-secret-leak" not in captured.stream.getvalue()
+
+
+async def test_an_expired_token_from_the_endpoint_is_a_failure(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log, lifetime=-5)
+    with pytest.raises(TokenError, match="expired"):
+        await r.source.authorization()
+    assert r.outcomes == [False]
+
+
+async def test_a_hung_request_times_out(
+    http: httpx.AsyncClient, captured: Captured, autojump_clock: trio.testing.MockClock
+) -> None:
+    r = rig(http, captured.log, gate=trio.Event())  # never opened
+    with pytest.raises(TokenError, match="no token within 60 s"):
+        await r.source.authorization()
+    assert r.fetcher.calls == 1 and r.outcomes == [False]
+
+
+async def test_aclose_cancels_the_request_and_refuses_later_calls(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    r = rig(http, captured.log, gate=trio.Event())
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            done: list[list[str | BaseException]] = []
+
+            async def callers() -> None:
+                done.append(await gather(3, r.source.authorization))
+
+            nursery.start_soon(callers)
+            await trio.testing.wait_all_tasks_blocked()
+            await r.source.aclose()
+    assert all(isinstance(x, TokenError) and "closed" in str(x) for x in done[0]) and len(done[0]) == 3
+    with pytest.raises(TokenError, match="closed"):
+        await r.source.authorization()
+    assert r.fetcher.calls == 1
+
+
+async def test_no_token_or_refresh_token_in_any_log_line(http: httpx.AsyncClient, captured: Captured) -> None:
+    r = rig(http, captured.log, lifetime=100)
+    assert await r.source.authorization() == bearer(1)
+    r.clock.now = T0 + 80  # background renewal
+    await r.source.authorization()
+    await trio.testing.wait_all_tasks_blocked()
+    r.source.invalidate(bearer(2))
+    r.fetcher.fail = RuntimeError("refresh-secret-2 was refused")
+    with pytest.raises(TokenError):
+        await r.source.authorization()
+    r.clock.now += 1
+    r.fetcher.fail = TokenError("login refused (401)")
+    with pytest.raises(TokenError):
+        await r.source.authorization()
+    text = captured.stream.getvalue()
+    events = [e["event"] for e in captured.events()]
+    assert events.count("bearer token obtained") == 2 and events.count("token request failed") == 2
+    assert "login refused (401)" in text
+    assert "access-secret" not in text and "refresh-secret" not in text
