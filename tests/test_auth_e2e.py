@@ -9,6 +9,8 @@ token is valid, one after a 401, one per back-off window while the endpoint is d
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
@@ -281,3 +283,24 @@ async def _wait_count(server: TokenServer, path: str, count: int) -> None:
         if server.count(path) >= count:
             return
         await trio.sleep(0.02)
+
+
+def test_without_auth_the_token_libraries_are_never_imported(tmp_path: Path) -> None:
+    """httpx, pyjwt and cryptography cost ~19 MB of a 50 MB budget: only configurations that use auth pay."""
+    config = tmp_path / "pfxhttp.yml"
+    config.write_text(
+        "server:\n  listen:\n    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}\n"
+        "socket_maps:\n  m: {target: 'http://127.0.0.1:1/', value_field: v}\n"
+    )
+    probe = (
+        "import sys, pathlib\n"
+        "from pfxhttp.backend.compile import check_entry\n"
+        "from pfxhttp.backend.runtime import Runtime\n"
+        "from pfxhttp.config import load_config\n"
+        f"Runtime(load_config(pathlib.Path({str(config)!r}), entry_check=check_entry))\n"
+        "print(sorted(m for m in ('httpx', 'jwt', 'cryptography') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

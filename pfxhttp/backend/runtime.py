@@ -16,13 +16,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Hashable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import trio
 
-from pfxhttp.backend.auth.manager import AuthManager
-from pfxhttp.backend.auth.source import TokenSource
 from pfxhttp.backend.cache import AnswerCache, SingleFlight, policy_cache_key
 from pfxhttp.backend.compile import CompiledEntry, compile_config
 from pfxhttp.backend.context import lookup_context
@@ -51,6 +49,10 @@ from pfxhttp.logsetup import get_logger
 from pfxhttp.protocol.policy import PolicyReply, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
 from pfxhttp.protocol.tcptable import TcpTableReply
+
+if TYPE_CHECKING:  # imported at run time only when an entry uses auth (httpx, pyjwt, cryptography: ~19 MB)
+    from pfxhttp.backend.auth.manager import AuthManager
+    from pfxhttp.backend.auth.source import TokenSource
 
 ANSWERS = (OutcomeKind.FOUND, OutcomeKind.NOT_FOUND)
 
@@ -119,18 +121,24 @@ class Runtime:
             if listen.worker_pool
         }
         # Bearer tokens (jwt_auth, backend_oidc_auth): by id(compiled entry); empty = one falsy test per lookup.
-        self.auth = AuthManager(
-            config,
-            (entry.config for entry in (*self.socket_maps.values(), *self.policy_services.values())),
-            self.client.ssl_context,
-            get_logger(component="auth"),
-            on_fetch=None if metrics is None else metrics.token_fetch,
-        )
-        self.auth_sources: dict[int, TokenSource] = {
-            id(entry): source
-            for entry in (*self.socket_maps.values(), *self.policy_services.values())
-            if (source := self.auth.source(entry.config)) is not None
-        }
+        self.auth: AuthManager | None = None
+        self.auth_sources: dict[int, TokenSource] = {}
+        compiled = (*self.socket_maps.values(), *self.policy_services.values())
+        if any(entry.config.jwt_auth or entry.config.backend_oidc_auth for entry in compiled):
+            from pfxhttp.backend.auth.manager import AuthManager
+
+            self.auth = AuthManager(
+                config,
+                (entry.config for entry in compiled),
+                self.client.ssl_context,
+                get_logger(component="auth"),
+                on_fetch=None if metrics is None else metrics.token_fetch,
+            )
+            self.auth_sources = {
+                id(entry): source
+                for entry in compiled
+                if (source := self.auth.source(entry.config)) is not None
+            }
         # metrics: None = no metrics at no cost (one empty-dict test per backend lookup)
         self.metrics = metrics
         self.meters: dict[int, EntryMeter] = {}
@@ -144,7 +152,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        await self.auth.aclose()
+        if self.auth is not None:
+            await self.auth.aclose()
 
     async def retire(self, limit: float) -> None:
         """After a reload: let lookups still running on this runtime finish (at most ``limit`` seconds, bounded
