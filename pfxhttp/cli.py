@@ -57,10 +57,14 @@ def _print_config_errors(exc: ConfigError) -> None:
         print(f"pfxhttp: {error.render()}", file=sys.stderr)
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
+def _load_config(args: argparse.Namespace) -> Config:
     """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main."""
     path = find_config(getattr(args, "config", None))
-    config = load_config(path, entry_check=check_entry, environ=os.environ)  # PFXHTTP_* overrides
+    return load_config(path, entry_check=check_entry, environ=os.environ)  # PFXHTTP_* overrides
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
+    config = _load_config(args)
     return config, Runtime(config, metrics=_metrics_for(config))
 
 
@@ -103,7 +107,8 @@ async def serve_until_signal(
                         if runtime.config.source is None:
                             server.log.error("SIGHUP: no configuration file to reload")
                             continue
-                        await reload_configuration(server, Path(runtime.config.source), os.environ)
+                        if await reload_configuration(server, Path(runtime.config.source), os.environ):
+                            _warn_workers_changed(server)
                         continue
                     server.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
                     server.request_stop()
@@ -112,14 +117,79 @@ async def serve_until_signal(
             nursery.start_soon(watch)
 
 
+def _warn_workers_changed(server: Server) -> None:
+    workers = server.runtime.config.server.workers
+    if workers != 1:  # a single process has no supervisor to start more: that takes a restart
+        server.log.error(
+            "changed by the reload but applied only at start: restart to apply", key="server.workers"
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    config, runtime = _load(args)
+    worker = getattr(args, "internal_worker", None)
+    if worker is not None:
+        return _run_worker(args, worker)
+    config = _load_config(args)
+    if config.server.workers > 1:
+        return _run_supervisor(config)
+    runtime = Runtime(config, metrics=_metrics_for(config))
     configure_logging(config.server.logging)
     log = get_logger()
     _log_startup(config, log)
     try:
         inherited = systemd.listen_fds(os.environ)  # systemd: also unsets LISTEN_* for any child process
         trio.run(serve_until_signal, runtime, log, inherited)
+    except BindError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_BIND
+    except PrivilegeError as exc:
+        log.error("cannot drop privileges", error=str(exc))
+        return EXIT_NOPERM
+    return EXIT_OK
+
+
+def _run_supervisor(config: Config) -> int:
+    """``server.workers`` > 1: this process binds the listeners and supervises the workers (workers.py)."""
+    configure_logging(config.server.logging)
+    log = get_logger()
+    _log_startup(config, log)
+    if config.server.metrics.enabled:  # each worker would count only its own requests
+        log.error("server.metrics is not supported with server.workers > 1: disable one of them")
+        return EXIT_CONFIG
+    try:
+        inherited = systemd.listen_fds(os.environ)
+        return trio.run(_supervise, config, log, inherited)
+    except BindError as exc:
+        log.error("cannot start", error=str(exc))
+        return EXIT_BIND
+    except PrivilegeError as exc:
+        log.error("cannot drop privileges", error=str(exc))
+        return EXIT_NOPERM
+
+
+async def _supervise(config: Config, log: Any, inherited: Mapping[str, Sequence[int]]) -> int:
+    from pfxhttp.server.workers import Supervisor
+
+    return await Supervisor(config, log, inherited=inherited, environ=os.environ).run()
+
+
+def _run_worker(args: argparse.Namespace, text: str) -> int:
+    """``run --internal-worker SPEC``: one worker started by the supervisor (worker.py), not for operators."""
+    from pfxhttp.server.worker import WorkerSpec, serve_worker, worker_config
+
+    try:
+        spec = WorkerSpec.decode(text)
+    except ValueError as exc:
+        print(f"pfxhttp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config, missing = worker_config(_load_config(args), spec)
+    runtime = Runtime(config, metrics=_metrics_for(config))
+    configure_logging(config.server.logging)
+    log = get_logger(worker=spec.slot, generation=spec.generation, pid=os.getpid())
+    for listen in missing:
+        log.error("listener not passed by the supervisor, not served", listener=listen.describe())
+    try:
+        trio.run(serve_worker, runtime, log, spec)
     except BindError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_BIND
@@ -256,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pfxhttp {__version__}")
     parser.set_defaults(func=cmd_run)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="run the daemon (the default)").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", parents=[common], help="run the daemon (the default)")
+    # Internal: how the supervisor of server.workers > 1 starts a worker (pfxhttp.server.worker); not for operators.
+    run.add_argument("--internal-worker", metavar="SPEC", default=None, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", parents=[common], help="validate the configuration and exit")
     check.add_argument("--json", action="store_true", help="print the result as JSON (errors with positions)")
     check.set_defaults(func=cmd_check)

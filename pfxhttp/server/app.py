@@ -80,6 +80,12 @@ class Server:
             self.sd_notify(systemd.STOPPING)  # systemd
         self._stop.set()
 
+    def stop_accepting(self) -> None:
+        """Take no new connections, serve the open ones on (``request_stop`` follows). A worker being replaced
+        calls it first (pfxhttp.server.worker): its sockets are shared, so new connections go to the others."""
+        for scope in self._accept_scopes.values():
+            scope.cancel()
+
     async def bind(self) -> list[BoundListener]:
         """Bind every configured listener (all or none); ``serve`` calls it if the caller did not."""
         if self.bound:
