@@ -13,7 +13,9 @@ only the ``BackendError`` tree; the detail goes into the message, never into ``r
 
 from __future__ import annotations
 
+import math
 import select
+from collections.abc import Awaitable, Callable
 
 import httptools
 import trio
@@ -29,6 +31,7 @@ from pfxhttp.errors import BackendBodyTooLarge, BackendError, BackendProtocolErr
 TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError)
 
 _READ_SIZE = 65536
+_Receive = Callable[..., Awaitable[bytes | bytearray]]  # receive_some(max_bytes[, deadline])
 
 
 def transport_error(what: str, exc: BaseException) -> BackendTransportError:
@@ -118,22 +121,35 @@ class Http11Connection:
         """True if an idle connection became readable: EOF, reset or bytes nobody asked for."""
         return bool(self._poller.poll(0))
 
-    async def exchange(self, data: bytes) -> HttpResponse:
-        """Send ``data`` (a whole request) and read the final response; sets ``reusable``."""
+    async def exchange(self, data: bytes, deadline: float = math.inf) -> HttpResponse:
+        """Send ``data`` (a whole request) and read the final response; sets ``reusable``. A response not
+        complete by ``deadline`` (trio clock) raises trio.TooSlowError."""
+        io = self._io
+        if isinstance(
+            io, RawSocketIO
+        ):  # deadlines on the waits only (rawio): no cancel scope when none waits
+            return await self._exchange(data, io.send_all, io.receive_some, deadline)
+        with trio.move_on_at(deadline) as scope:
+            return await self._exchange(data, io.send_all, io.receive_some)
+        assert scope.cancelled_caught
+        raise trio.TooSlowError
+
+    async def _exchange(
+        self, data: bytes, send_all: Callable[..., Awaitable[None]], receive: _Receive, *deadline: float
+    ) -> HttpResponse:
         self._reset()
         self.got_bytes = self.reusable = False
         send_error: BaseException | None = None
         try:
-            await self._io.send_all(data)
+            await send_all(data, *deadline)
         except TRANSPORT_ERRORS as exc:
             # The server may have answered early and closed (say 413 before reading the body): a plain TCP
             # socket still holds that answer, so read it before giving up.
             send_error = exc
-        receive = self._io.receive_some
         response: HttpResponse | None = None
         while response is None:
             try:
-                chunk = await receive(_READ_SIZE)
+                chunk = await receive(_READ_SIZE, *deadline)
             except TRANSPORT_ERRORS as exc:
                 raise transport_error(_transport_what(self.got_bytes), send_error or exc) from exc
             if not chunk:
