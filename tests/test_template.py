@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfxhttp.backend.context import jinja_source
+from pfxhttp.backend.context import jinja_source, lookup_context
 from pfxhttp.backend.template import PayloadTemplate, _environment, _finalize, _plain_plan
 from pfxhttp.config.model import EntryConfig, EntryKind
 from pfxhttp.errors import ConfigError, Location, PayloadError
@@ -172,3 +172,30 @@ def test_absent_policy_attributes_read_as_empty() -> None:
     }
     with pytest.raises(ConfigError):
         PayloadTemplate(entry('{"user": "{{ atrs.sasl_username }}"}', EntryKind.POLICY_SERVICE))
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ('{"key": "{{ .Key }}", "map": "{{ name }}"}', EntryKind.SOCKET_MAP),
+        ('{"key": {{ key|tojson }}}', EntryKind.SOCKET_MAP),  # a Jinja template: the str path
+        (None, EntryKind.POLICY_SERVICE),  # the default {{ attrs }}
+        ('{"policy": {{ .Key }}, "who": "{{ name }}"}', EntryKind.POLICY_SERVICE),
+    ],
+)
+def test_render_bytes_is_render_in_utf8(source: str | None, kind: EntryKind) -> None:
+    config = entry(source, kind)
+    template = PayloadTemplate(config)
+    for key in HOSTILE_KEYS:
+        context = lookup_context(config, key=key, attrs={"sender": key, "size": "12"})
+        assert template.render_bytes(context) == template.render(context).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "source", ['{"key": "{{ .Key }}"}', '{"key": {{ key|tojson }}}', '"{{ key|lower }}"']
+)
+def test_render_bytes_refuses_non_utf8_keys_with_a_payload_error(source: str) -> None:
+    config = entry(source)
+    key = b"caf\xe9@example.com".decode("utf-8", "surrogateescape")
+    with pytest.raises(PayloadError):
+        PayloadTemplate(config).render_bytes(lookup_context(config, key=key))

@@ -292,7 +292,7 @@ class Runtime:
             prepared = builder.build(context)
             body: bytes | None = None
             if builder.has_body:
-                body = entry.template.render(context).encode("utf-8")
+                body = entry.template.render_bytes(context)
                 if not entry.template.always_json and body.strip():
                     orjson.loads(body)  # a template branch the load-time check could not reach may be broken
             source = self.auth_sources.get(id(entry)) if self.auth_sources else None
@@ -304,8 +304,6 @@ class Runtime:
             return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
         except orjson.JSONDecodeError as exc:
             return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=f"payload not JSON: {exc}")
-        except UnicodeEncodeError as exc:  # a non-UTF-8 key (lone surrogates) in a template without escaping
-            return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
         except BackendTimeout as exc:
             return Outcome(OutcomeKind.TIMEOUT, reason=exc.reason, detail=str(exc))
         except BackendError as exc:

@@ -50,6 +50,15 @@ def _json_text(value: Any) -> str:
         raise PayloadError(f"value cannot be encoded as JSON: {exc}") from exc
 
 
+def _json_bytes(value: Any) -> bytes:
+    """``_finalize`` for a plain plan, in UTF-8: a string's JSON content, any other value's JSON text."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError as exc:  # lone surrogates (non-UTF-8 key), unsupported types
+        raise PayloadError(f"value cannot be encoded as JSON: {exc}") from exc
+    return text[1:-1] if isinstance(value, str) else text
+
+
 def _finalize(value: Any) -> str:
     if isinstance(value, RawJson):
         return value
@@ -109,7 +118,7 @@ def _plain_plan(env: jinja2.Environment, source: str) -> tuple[str | _Var, ...] 
 class PayloadTemplate:
     """A compiled payload template of one entry."""
 
-    __slots__ = ("_entry", "_plan", "_template", "always_json", "source")
+    __slots__ = ("_bytes_plan", "_entry", "_plan", "_template", "always_json", "source")
 
     def __init__(self, entry: EntryConfig, env: jinja2.Environment | None = None) -> None:
         self._entry = entry
@@ -130,6 +139,12 @@ class PayloadTemplate:
             raise ConfigError(
                 f"payload template: {exc.message} (template line {exc.lineno})", location=location, path=path
             ) from exc
+        # The same plan with its literal text encoded once: the request body is built as bytes per lookup.
+        self._bytes_plan = (
+            None
+            if self._plan is None
+            else tuple(part.encode("utf-8") if isinstance(part, str) else part for part in self._plan)
+        )
         self._check_renders_json(location, path)
         # A plain plan's variable parts are JSON string content (strings) or whole JSON values (mappings), in
         # fixed places: if the hostile sample rendered to valid JSON, every render does, so the per-request
@@ -166,6 +181,18 @@ class PayloadTemplate:
             raise PayloadError(f"payload template: {exc.message}") from exc
         except Exception as exc:
             raise PayloadError(f"payload template failed: {type(exc).__name__}: {exc}") from exc
+
+    def render_bytes(self, context: Mapping[str, Any]) -> bytes:
+        """``render`` as the UTF-8 request body. Plain plans are joined as bytes: orjson already gives UTF-8,
+        so the payload never makes a round trip through str. PayloadError on failure (also for text that
+        cannot be UTF-8, like a lone surrogate)."""
+        plan = self._bytes_plan
+        if plan is None:
+            try:
+                return self.render(context).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise PayloadError(f"payload is not UTF-8: {exc}") from exc
+        return b"".join(part if isinstance(part, bytes) else _json_bytes(context[part.name]) for part in plan)
 
     def render_socketmap(self, key: str) -> str:
         return self.render(lookup_context(self._entry, key=key))
