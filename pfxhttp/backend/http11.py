@@ -189,6 +189,9 @@ class Http11Connection:
         """The response must start with "HTTP/": llhttp also accepts RTSP/ and ICE/ status lines, and an
         "RTSP/1.0 404" must not become NOTFOUND (found by tests/test_faults.py)."""
         start = self._proto_seen
+        if not start and chunk.startswith(_PROTO):  # the usual case: the status line arrived whole
+            self._proto_seen = _PROTO_LEN
+            return
         take = bytes(chunk[: _PROTO_LEN - start])
         if _PROTO[start : start + len(take)] != take:
             raise BackendProtocolError("the response is not HTTP (status line does not start with HTTP/)")
