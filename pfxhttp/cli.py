@@ -165,9 +165,6 @@ def _run_supervisor(config: Config) -> int:
     configure_logging(config.server.logging)
     log = get_logger()
     _log_startup(config, log)
-    if config.server.metrics.enabled:  # each worker would count only its own requests
-        log.error("server.metrics is not supported with server.workers > 1: disable one of them")
-        return EXIT_CONFIG
     try:
         inherited = systemd.listen_fds(os.environ)
         return trio.run(_supervise, config, log, inherited)

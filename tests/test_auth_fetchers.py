@@ -603,10 +603,10 @@ def test_unusable_keys_and_missing_secrets_are_config_errors() -> None:
     good = ec.generate_private_key(ec.SECP256R1())
     base = OidcAuthConfig(client_id=CLIENT_ID, token_endpoint="https://idp.example/token")
     cases: dict[str, dict[str, object]] = {
-        "not a PEM private key": {"private_key": Secret("-----BEGIN PRIVATE KEY-----\nAAAA\n")},
-        "encrypted private keys": {"private_key": pem(good, b"passphrase")},
-        "at least 2048 bits": {"private_key": pem(small)},
-        "is not P-256": {"private_key": pem(k256)},
+        "holds no PEM private key": {"private_key": Secret("-----BEGIN PRIVATE KEY-----\nAAAA\n")},
+        "encrypted private key": {"private_key": pem(good, b"passphrase")},
+        "at least 2048": {"private_key": pem(small)},
+        "use P-256, P-384 or P-521": {"private_key": pem(k256)},
         "private_key_jwt needs": {"auth_method": OidcAuthMethod.PRIVATE_KEY_JWT},
         "client_secret_post needs": {"auth_method": OidcAuthMethod.CLIENT_SECRET_POST},
         "token_endpoint or configuration_uri": {"token_endpoint": None},

@@ -397,7 +397,7 @@ def test_listeners_on_the_same_endpoint() -> None:
             at(
                 "5:45",
                 "socket_maps.m.custom_headers[0]",
-                "custom header 'NoColon' must have the form 'Name: value'",
+                "custom header must have the form 'Name: value' (this one has no ':')",
             ),
         ),
         (

@@ -191,3 +191,15 @@ def test_upstream_keys_of_later_work_still_warn() -> None:
         "server.chroot (line 4): not supported by this version yet; ignored",
         "server.observability (line 5): not supported by this version yet; ignored",
     )
+
+
+def test_workers_with_metrics_are_refused_at_the_workers_key() -> None:
+    text = (
+        "server:\n  workers: 2\n  metrics: {enabled: true}\n"
+        "  listen:\n    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 23450}\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config(text, "pfxhttp.yml")
+    (error,) = caught.value.errors
+    assert (str(error.location), error.path) == ("pfxhttp.yml:2:12", "server.workers")
+    assert "cannot be combined with server.metrics" in error.message

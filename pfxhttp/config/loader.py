@@ -245,7 +245,7 @@ def _server(item: Item, sections: dict[EntryKind, Section], problems: Problems) 
         run_as_group=_account(keys.get("run_as_group"), "server.run_as_group", problems),
         metrics=metrics,
         jwt_db_path=_db_path(keys.get("jwt_db_path"), problems),
-        workers=_workers(keys.get("workers"), problems),
+        workers=_workers(keys.get("workers"), metrics, problems),
     )
 
 
@@ -262,11 +262,15 @@ def _db_path(item: Item | None, problems: Problems) -> str | None:
         return None
 
 
-def _workers(item: Item | None, problems: Problems) -> int:
+def _workers(item: Item | None, metrics: MetricsConfig, problems: Problems) -> int:
     default = ServerConfig().workers
     if item is None or is_null(item.value):
         return default
     count = bounded_int(item.value, "server.workers", problems, 1, MAX_WORKER_PROCESSES)
+    if count is not None and count > 1 and metrics.enabled:
+        # Each worker would count only its own requests, and all would bind the one metrics port.
+        problems.error(item.value, "server.workers", "workers > 1 cannot be combined with server.metrics")
+        return default
     return default if count is None else count
 
 

@@ -15,6 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from yaml.nodes import Node
 
@@ -24,7 +25,7 @@ from pfxhttp.errors import ConfigError
 MAX_SECRET_FILE = 64 * 1024  # far above any password, client secret or PEM private key (RSA 16384: ~13 KiB)
 MIN_RSA_BITS = 2048  # RFC 7518 section 3.3: RS256 keys must be 2048 bits or larger
 KEY_TYPES = "RSA, EC (P-256, P-384 or P-521), Ed25519 or Ed448"
-_EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")  # ES256, ES384, ES512 (RFC 7518 section 3.4)
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}  # RFC 7518 section 3.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ def read_private_key(node: Node, path: str, problems: Problems) -> str | None:
         return None
     try:
         secret = read_secret_file(filename)
-        check_private_key(secret.data, filename)
+        load_signing_key(secret.data, filename)  # checked now: a bad key is a config error at load
         pem = secret.data.decode("ascii")  # PEM is base64 between ASCII armour lines
     except (ConfigError, UnicodeDecodeError) as exc:
         message = exc.message if isinstance(exc, ConfigError) else f"{filename} is not a PEM file"
@@ -118,11 +119,11 @@ def read_private_key(node: Node, path: str, problems: Problems) -> str | None:
     return pem
 
 
-def check_private_key(data: bytes, filename: str) -> None:
-    """Raise ConfigError unless ``data`` is an unencrypted PEM private key of a type private_key_jwt signs
-    with (RFC 7523; RS*, ES*, EdDSA of RFC 7518 and RFC 8037). The messages name the file and the key type,
-    never a byte of the key."""
-    # Imported here: only configs with a private key need it, and it is a large import for every CLI run.
+def load_signing_key(data: bytes, filename: str) -> tuple[Any, str]:
+    """The private key in ``data`` and the JWS algorithm private_key_jwt signs with (RFC 7523; RS256, ES256,
+    ES384, ES512 by curve, EdDSA: RFC 7518, RFC 8037). ConfigError unless it is an unencrypted PEM private key
+    of such a type; the messages name the file and the key type, never a byte of the key."""
+    # Imported here: only configs with a private key need it, and it is a large import (~7 MB).
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -143,13 +144,14 @@ def check_private_key(data: bytes, filename: str) -> None:
             raise ConfigError(
                 f"{filename} holds an RSA key of {key.key_size} bits: RS256 needs at least {MIN_RSA_BITS}"
             )
-        return
+        return key, "RS256"
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name not in _EC_CURVES:
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        if algorithm is None:
             raise ConfigError(f"{filename} holds an EC key on {key.curve.name}: use P-256, P-384 or P-521")
-        return
+        return key, algorithm
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return
+        return key, "EdDSA"
     raise ConfigError(
         f"{filename} holds a {type(key).__name__.removesuffix('PrivateKey')} key: use {KEY_TYPES}"
     )

@@ -87,7 +87,8 @@ def parse_header(text: str) -> tuple[str, str]:
     """
     name, sep, value = text.partition(":")
     if not sep:
-        raise ConfigError(f"custom header {text!r} must have the form 'Name: value'")
+        # The text is not quoted: a header written without its name may be a bare token (a secret).
+        raise ConfigError("custom header must have the form 'Name: value' (this one has no ':')")
     name = name.strip()
     if not _TOKEN.fullmatch(name):
         raise ConfigError(f"custom header name {name!r} is not a valid HTTP field name (RFC 9110 token)")

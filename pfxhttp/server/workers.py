@@ -19,7 +19,8 @@ does the old generation get SIGTERM and finish its requests in flight. A new gen
 stopped and the old one serves on. SIGTERM/SIGINT: every worker gets SIGTERM, the supervisor waits for them
 and exits 0. The supervisor never exits because a worker crashed: generation.py restarts it.
 
-The metrics endpoint is refused with workers (cli.py): each process would count only its own requests.
+The metrics endpoint is refused with workers (the config loader refuses the combination; a reload to workers: 1
+with metrics is refused here): each process would count only its own requests.
 """
 
 from __future__ import annotations

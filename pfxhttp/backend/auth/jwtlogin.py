@@ -28,7 +28,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-import jwt
 import orjson
 
 from pfxhttp.backend.auth.tokens import Token
@@ -152,6 +151,8 @@ def as_seconds(value: object) -> float:
 def jwt_exp(token: str) -> float | None:
     """The ``exp`` claim of a JWT we received from our own token endpoint (signature not checked: we are
     its bearer, not its audience), or None when the token is no JWT or has no numeric exp."""
+    import jwt  # pyjwt (with cryptography, ~10 MB) only for endpoints that state no expiry
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

@@ -23,14 +23,11 @@ import base64
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import httpx
-import jwt
 import trio
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from pfxhttp.backend.auth.jwtlogin import (
     as_seconds,
@@ -47,13 +44,6 @@ DISCOVERY_TTL = 3600.0  # identity providers rarely move their endpoints; an hou
 DEFAULT_LIFETIME = 3600.0
 ASSERTION_LIFETIME = 300  # RFC 7523 section 3: the assertion should expire soon; it is used once
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 section 2.2
-MIN_RSA_BITS = 2048  # RFC 7518 section 3.3: RS256 keys of 2048 bits or more
-
-_CURVE_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}  # RFC 7518 3.4
-
-SigningKey = (
-    rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,29 +98,6 @@ class DiscoveryCache:
         return endpoint
 
 
-def load_signing_key(pem: str, source: str) -> tuple[SigningKey, str]:
-    """The private key of a PEM text and its JWS algorithm (RFC 7518 section 3.1); ConfigError naming
-    ``source`` (the file) when the key is unusable. The key text never appears in a message."""
-    try:
-        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
-    except TypeError:
-        raise ConfigError(f"{source}: encrypted private keys are not supported") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{source}: not a PEM private key") from None
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise ConfigError(f"{source}: RSA keys need at least {MIN_RSA_BITS} bits")
-        return key, "RS256"
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        algorithm = _CURVE_ALGORITHMS.get(key.curve.name)
-        if algorithm is None:
-            raise ConfigError(f"{source}: EC curve {key.curve.name} is not P-256, P-384 or P-521")
-        return key, algorithm
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return key, "EdDSA"  # RFC 8037
-    raise ConfigError(f"{source}: key type not supported (RSA, EC or Ed25519/Ed448)")
-
-
 def resolve_method(config: OidcAuthConfig) -> OidcAuthMethod:
     """The auth method ``auto`` stands for with this configuration (any other is itself)."""
     if config.auth_method is not OidcAuthMethod.AUTO:
@@ -164,11 +131,15 @@ class OidcClientCredentialsFetcher:
         if not config.client_id:
             raise ConfigError("backend_oidc_auth needs a client_id")
         self._method = resolve_method(config)
-        self._key: tuple[SigningKey, str] | None = None
+        self._key: tuple[Any, str] | None = None  # a cryptography private key and its JWS algorithm
         if self._method is OidcAuthMethod.PRIVATE_KEY_JWT:
             if config.private_key is None:
                 raise ConfigError("backend_oidc_auth: private_key_jwt needs a private_key_file")
-            self._key = load_signing_key(config.private_key.value, config.private_key_file or "private key")
+            # Imported here: cryptography and pyjwt (~10 MB) only for the configurations that sign.
+            from pfxhttp.config.secrets import load_signing_key
+
+            source = config.private_key_file or "private key"
+            self._key = load_signing_key(config.private_key.value.encode("utf-8"), source)
         needs_secret = (OidcAuthMethod.CLIENT_SECRET_BASIC, OidcAuthMethod.CLIENT_SECRET_POST)
         if self._method in needs_secret and config.client_secret is None:
             raise ConfigError(f"backend_oidc_auth: {self._method.value} needs a client_secret")
@@ -219,6 +190,8 @@ class OidcClientCredentialsFetcher:
             "exp": now + ASSERTION_LIFETIME,
             "jti": secrets.token_urlsafe(18),
         }
+        import jwt  # loaded with the key (see __init__)
+
         return jwt.encode(claims, key, algorithm=algorithm)
 
     async def _request_token(self, http: httpx.AsyncClient, endpoint: str) -> Token:
