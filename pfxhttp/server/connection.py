@@ -120,18 +120,6 @@ class _Stream(Protocol):
     async def send_all(self, data: bytes) -> None: ...
 
 
-async def _receive(stream: _Stream, conn: Connection) -> bytes | bytearray:
-    """Wait for bytes as an idle connection; b"" on EOF. The idle sweep or shutdown cancels via conn.scope."""
-    if conn.stopping:
-        conn.scope.cancel()
-    conn.idle_since = trio.current_time()
-    conn.idle = True
-    try:
-        return await stream.receive_some(RECEIVE_SIZE)
-    finally:
-        conn.idle = False
-
-
 class _Decoder(Protocol):
     def feed(self, data: bytes | bytearray) -> None: ...
     def next(self) -> Any: ...
@@ -148,7 +136,16 @@ async def _frame_loop(stream: trio.abc.Stream, conn: Connection, decoder: _Decod
     io: _Stream = RawSocketIO(stream.socket) if isinstance(stream, trio.SocketStream) else stream
     count = 0
     while True:
-        data = await _receive(io, conn)
+        # Idle while waiting for the next request: the idle sweep or a stop cancels conn.scope then (inline,
+        # not a helper coroutine: once per request).
+        if conn.stopping:
+            conn.scope.cancel()
+        conn.idle_since = trio.current_time()
+        conn.idle = True
+        try:
+            data = await io.receive_some(RECEIVE_SIZE)
+        finally:
+            conn.idle = False
         if not data:
             decoder.eof()  # a close inside a frame is a protocol error; at a boundary it is normal
             return count
