@@ -346,7 +346,18 @@ def main() -> int:
     meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # Uncommitted changes to the code; the result files themselves (written by earlier runs) do not count.
+        "dirty": bool(
+            git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!bench/RESULTS.md",
+                ":!bench/results.jsonl",
+            )
+        ),
         "command": " ".join([*settings, "bench/run.sh", *map(shlex.quote, sys.argv[1:])]),
         "workers": opts.workers or None,
         "label": opts.label or None,
