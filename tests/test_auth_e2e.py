@@ -8,11 +8,15 @@ token is valid, one after a 401, one per back-off window while the endpoint is d
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pytest
 import trio
 
 from pfxhttp.backend.runtime import Runtime
@@ -304,3 +308,39 @@ def test_without_auth_the_token_libraries_are_never_imported(tmp_path: Path) -> 
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+async def test_the_token_store_belongs_to_the_run_as_user(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The daemon loads its configuration as root (to bind) and drops to run_as_user: the database must be
+    created after the drop, or it would be root's and read-only for the daemon from then on."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    server = TokenServer(users={"pfxhttp": PASSWORD}, lifetime=300)
+    await server.start(nursery)
+    store_dir = Path(tempfile.mkdtemp(prefix="pfxhttp-store-", dir="/tmp"))  # nobody cannot enter tmp_path
+    try:
+        os.chown(store_dir, nobody.pw_uid, nobody.pw_gid)
+        port = unused_port()
+        config = tmp_path / "pfxhttp.yml"
+        text = pfx_config(server, port=port, db=store_dir / "tokens.db")
+        config.write_text(
+            text.replace("server:\n", "server:\n  run_as_user: nobody\n  run_as_group: nogroup\n", 1)
+        )
+        address = f"127.0.0.1:{port}"
+        with trio.fail_after(30):
+            async with pfxhttp_process(
+                "run", "--config", str(config), output=tmp_path / "daemon.log"
+            ) as daemon:
+                await _wait_serving(address)
+                assert await lookup(address, "a@example.org") == "OK a@example.org"
+                daemon.send_signal(signal.SIGTERM)
+                assert await daemon.wait() == 0
+        db = (store_dir / "tokens.db").stat()
+        assert (db.st_uid, db.st_mode & 0o777) == (nobody.pw_uid, 0o600)
+        log = (tmp_path / "daemon.log").read_text()
+        assert "token store" not in log  # neither "unusable" nor "failed": the token was stored
+        assert server.count(LOGIN) == 1
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)

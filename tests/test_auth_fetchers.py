@@ -6,6 +6,7 @@ response body: the server's error replies echo the request body to catch exactly
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from pfxhttp.backend.auth.jwtlogin import JwtLoginFetcher, as_seconds
+from pfxhttp.backend.auth.jwtlogin import JwtLoginFetcher, as_seconds, jwt_exp
 from pfxhttp.backend.auth.oidc import DEFAULT_LIFETIME, DiscoveryCache, OidcClientCredentialsFetcher
 from pfxhttp.backend.auth.tokens import Token
 from pfxhttp.config.model import (
@@ -639,3 +640,27 @@ def test_oidc_store_key_names_the_client_and_digests_the_secret() -> None:
     assert CLIENT_SECRET not in base
     assert key(CLIENT_SECRET + "x") != base
     assert key(CLIENT_SECRET, ("a", "b")) == base
+
+
+def test_jwt_exp_reads_the_claim_of_real_jwts_and_refuses_everything_else() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    signed = jwt.encode({"sub": "x", "exp": 2_000_000_000}, key, algorithm="RS256")
+    assert jwt_exp(signed) == 2_000_000_000.0
+    assert jwt_exp(jwt.encode({"exp": "1700000000.5"}, "k" * 32, algorithm="HS256")) == 1_700_000_000.5
+
+    def unsigned(payload: bytes) -> str:
+        return f"e30.{base64.urlsafe_b64encode(payload).decode().rstrip('=')}.sig"
+
+    for token in (
+        "opaque-token",
+        "a.b",
+        "a.b.c.d",
+        "e30.!!!.sig",  # not base64url
+        unsigned(b"not json"),
+        unsigned(b"[1, 2]"),  # JSON, not an object
+        unsigned(b'{"sub": "x"}'),  # no exp
+        unsigned(b'{"exp": true}'),
+        unsigned(b'{"exp": "soon"}'),
+        unsigned(b'{"exp": 1e999}'),  # not finite
+    ):
+        assert jwt_exp(token) is None, token

@@ -129,6 +129,8 @@ async def test_existing_files_lose_group_and_other_bits(
     for name in ("tokens.db", "tokens.db-wal", "tokens.db-shm"):
         assert mode(tmp_path / name) == 0o644, name
     store = open_token_store(str(path), captured.log)
+    assert mode(path) == 0o644  # nothing touched before the first call (it runs after the privilege drop)
+    assert await store.load(KEY) is None
     assert store.persistent
     for name in ("tokens.db", "tokens.db-wal", "tokens.db-shm"):
         assert mode(tmp_path / name) == 0o600, name
@@ -158,8 +160,8 @@ async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path, cap
 
 async def check_memory_fallback(store: TokenStore, captured: Captured) -> None:
     """The store works in memory, and exactly one error line (without a token in it) says why."""
+    await store.save(KEY, TOKEN)  # the file is opened (and found unusable) at the first call
     assert not store.persistent
-    await store.save(KEY, TOKEN)
     assert await store.load(KEY) == TOKEN
     await store.delete(KEY)
     assert await store.load(KEY) is None

@@ -21,6 +21,7 @@ The helpers below (endpoint_label, secret_digest, request_json, field_at, as_sec
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import time
@@ -150,12 +151,20 @@ def as_seconds(value: object) -> float:
 
 def jwt_exp(token: str) -> float | None:
     """The ``exp`` claim of a JWT we received from our own token endpoint (signature not checked: we are
-    its bearer, not its audience), or None when the token is no JWT or has no numeric exp."""
-    import jwt  # pyjwt (with cryptography, ~10 MB) only for endpoints that state no expiry
+    its bearer, not its audience), or None when the token is no JWT or has no numeric exp.
 
+    Read by hand (RFC 7519 section 7.2: the second dot-separated part, base64url JSON) rather than with pyjwt:
+    pyjwt imports cryptography (~10 MB of the daemon's 50 MB budget) and would be imported here for the first
+    time after the privilege drop, where an interpreter readable only by root could not load it."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1]
     try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, orjson.JSONDecodeError):  # binascii.Error is a ValueError
+        return None
+    if not isinstance(claims, dict):
         return None
     try:
         return as_seconds(claims.get("exp"))

@@ -140,6 +140,7 @@ class OidcClientCredentialsFetcher:
 
             source = config.private_key_file or "private key"
             self._key = load_signing_key(config.private_key.value.encode("utf-8"), source)
+            import jwt  # noqa: F401 - imported now, before the privilege drop, for _assertion
         needs_secret = (OidcAuthMethod.CLIENT_SECRET_BASIC, OidcAuthMethod.CLIENT_SECRET_POST)
         if self._method in needs_secret and config.client_secret is None:
             raise ConfigError(f"backend_oidc_auth: {self._method.value} needs a client_secret")
@@ -190,7 +191,7 @@ class OidcClientCredentialsFetcher:
             "exp": now + ASSERTION_LIFETIME,
             "jti": secrets.token_urlsafe(18),
         }
-        import jwt  # loaded with the key (see __init__)
+        import jwt  # already loaded by __init__ (sys.modules): no file is read after the privilege drop
 
         return jwt.encode(claims, key, algorithm=algorithm)
 

@@ -9,6 +9,10 @@ The store is a cache, never a dependency: a database that is corrupt, unreadable
 schema version, at open or at any later call, is dropped with ONE error line and the store carries on in memory.
 No call ever raises. Every SQLite call runs in a worker thread (``trio.to_thread``), one at a time under a lock,
 so the single connection is never used by two threads at once.
+
+The file is opened at the first call, not when the configuration is loaded: the daemon loads it as root (to
+bind), then drops to ``run_as_user``, and a database created before the drop would belong to root and be
+read-only for the daemon from then on.
 """
 
 from __future__ import annotations
@@ -151,18 +155,20 @@ class TokenStore:
     """Tokens by store key (TokenFetcher.store_key). Memory always holds what this process saved or loaded;
     SQLite, while usable, is the shared truth between processes and restarts. No method raises."""
 
-    def __init__(self, db: sqlite3.Connection | None, path: str | None, log: Any) -> None:
-        """Use :func:`open_token_store`; this only wires up an already opened connection."""
-        self._db = db
+    def __init__(self, path: str | None, log: Any) -> None:
+        """Use :func:`open_token_store`. The database at ``path`` is opened at the first call."""
+        self._db: sqlite3.Connection | None = None
         self._path = path
+        self._unopened = path is not None
         self._log = log
         self._memory: dict[str, Token] = {}
         self._lock = trio.Lock()
 
     @property
     def persistent(self) -> bool:
-        """True while tokens go to SQLite; False for a memory-only or degraded store."""
-        return self._db is not None
+        """True while tokens go to SQLite (or will, before the first call); False for a memory-only or
+        degraded store."""
+        return self._db is not None or self._unopened
 
     async def load(self, key: str) -> Token | None:
         """The stored token for ``key`` (maybe expired), or None."""
@@ -191,14 +197,30 @@ class TokenStore:
     async def aclose(self) -> None:
         """Close the database; the store keeps working in memory."""
         async with self._lock:
+            self._unopened = False  # never opened now: a closed store must not create the file
             db, self._db = self._db, None
             if db is not None:
                 await trio.to_thread.run_sync(_close_quietly, db)
 
+    async def _open(self) -> None:
+        """Open the database (the first call; under the lock)."""
+        self._unopened = False
+        assert self._path is not None
+        try:
+            self._db = await trio.to_thread.run_sync(_connect, self._path)
+        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            self._log.error(
+                "token store unusable, keeping tokens in memory only",
+                path=self._path,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
     async def _call(self, operation: Callable[[sqlite3.Connection], _R]) -> _R | _Db:
-        if self._db is None:  # memory only: no lock, no thread
+        if self._db is None and not self._unopened:  # memory only: no lock, no thread
             return _Db.UNAVAILABLE
         async with self._lock:  # one connection, one thread at a time
+            if self._unopened:
+                await self._open()
             db = self._db
             if db is None:
                 return _Db.UNAVAILABLE
@@ -226,18 +248,6 @@ class TokenStore:
 
 
 def open_token_store(path: str | None, log: Any) -> TokenStore:
-    """A TokenStore on the SQLite file at ``path`` (created 0600), or in memory when ``path`` is None or the
-    file cannot be used (one error line). Synchronous and blocking (file I/O): call it at start-up, or through
-    ``trio.to_thread.run_sync`` from the event loop. Never raises."""
-    if path is None:
-        return TokenStore(None, None, log)
-    try:
-        db = _connect(path)
-    except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        log.error(
-            "token store unusable, keeping tokens in memory only",
-            path=path,
-            error=f"{type(exc).__name__}: {exc}",
-        )
-        return TokenStore(None, path, log)
-    return TokenStore(db, path, log)
+    """A TokenStore on the SQLite file at ``path`` (created 0600 at the first call, in a worker thread), or in
+    memory when ``path`` is None or the file cannot be used (one error line then). No I/O here; never raises."""
+    return TokenStore(path, log)
