@@ -290,7 +290,7 @@ async def _wait_count(server: TokenServer, path: str, count: int) -> None:
 
 
 def test_without_auth_the_token_libraries_are_never_imported(tmp_path: Path) -> None:
-    """httpx, pyjwt and cryptography cost ~19 MB of a 50 MB budget: only configurations that use auth pay."""
+    """httpx, pyjwt and cryptography cost up to ~15 MB of a 50 MB budget: only configurations that use them pay."""
     config = tmp_path / "pfxhttp.yml"
     config.write_text(
         "server:\n  listen:\n    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}\n"
@@ -344,3 +344,26 @@ async def test_the_token_store_belongs_to_the_run_as_user(nursery: trio.Nursery,
         assert server.count(LOGIN) == 1
     finally:
         shutil.rmtree(store_dir, ignore_errors=True)
+
+
+def test_jwt_auth_without_a_private_key_never_imports_pyjwt_or_cryptography(tmp_path: Path) -> None:
+    """A daemon with jwt_auth stays well under the unit's MemoryMax=50M: pyjwt pulls in cryptography."""
+    config = tmp_path / "pfxhttp.yml"
+    config.write_text(
+        "server:\n  listen:\n    - {kind: socket_map, type: tcp, address: 127.0.0.1, port: 0}\n"
+        "socket_maps:\n  m:\n    target: 'http://127.0.0.1:1/'\n    value_field: v\n"
+        "    jwt_auth: {token_endpoint: 'http://127.0.0.1:1/login', credentials: {username: a, password: b}}\n"
+    )
+    probe = (
+        "import sys, pathlib\n"
+        "from pfxhttp.backend.compile import check_entry\n"
+        "from pfxhttp.backend.runtime import Runtime\n"
+        "from pfxhttp.config import load_config\n"
+        f"runtime = Runtime(load_config(pathlib.Path({str(config)!r}), entry_check=check_entry))\n"
+        "assert runtime.auth_sources, 'the entry has a token source'\n"
+        "print(sorted(m for m in ('jwt', 'cryptography') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
