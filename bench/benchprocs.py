@@ -191,9 +191,12 @@ def idle_connections(count: int, state: Path) -> Iterator[dict[str, Any]]:
         if len(ready) != 2 or ready[0] != "ready":
             raise SystemExit("bench/idle_conns.py could not open its connections")
         summary["opened"] = int(ready[1])
+        # "ready" means connected, not accepted: let the daemon take them all in before anything is measured.
+        settle(POLICY_PORT)
         yield summary
         helper.send_signal(signal.SIGTERM)
         out, _ = helper.communicate(timeout=30)
+        settle(POLICY_PORT)  # and let it close them before the next run
         with contextlib.suppress(ValueError):
             summary.update(json.loads(out.strip().splitlines()[-1]))
     finally:
@@ -201,6 +204,30 @@ def idle_connections(count: int, state: Path) -> Iterator[dict[str, Any]]:
             helper.kill()
             helper.wait(timeout=10)
         (state / "idle.pid").unlink(missing_ok=True)
+
+
+SETTLE_SECONDS = 1.0
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting in the accept queue of the loopback listener on ``port`` (/proc/net/tcp: for a
+    LISTEN socket, rx_queue is the accept-queue length)."""
+    waiting = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+def settle(port: int) -> None:
+    """Wait (bounded) until the daemon has accepted every queued connection on ``port``, then SETTLE_SECONDS
+    more for it to finish with them (accept, first receive, or close)."""
+    deadline = time.monotonic() + 30
+    while accept_queue(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(SETTLE_SECONDS)
 
 
 def git(*args: str) -> str:
