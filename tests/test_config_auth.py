@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -481,12 +485,47 @@ def test_unusable_secret_files_are_errors_at_their_key(tmp_path: Path) -> None:
         ], path
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+# Root reads any file: as root, the load runs in a child that switches itself to nobody after its imports
+# (the interpreter may live where nobody cannot read it, so it cannot simply be started as nobody).
+_UNPRIVILEGED_LOAD = """
+import os, pwd, sys
+from pfxhttp.config import parse_config
+from pfxhttp.errors import ConfigErrors
+nobody = pwd.getpwnam("nobody")
+os.setgroups([])
+os.setgid(nobody.pw_gid)
+os.setuid(nobody.pw_uid)
+try:
+    parse_config(sys.argv[1], "f.yml")
+except ConfigErrors as exc:
+    print("\\n".join(error.render() for error in exc.errors))
+"""
+
+
 def test_an_unreadable_secret_file_is_an_error(tmp_path: Path) -> None:
-    path = secret_file(tmp_path, "u:p", mode=0o000)
-    assert errors(basic_auth_file(path)) == [
-        f"f.yml:5:48: at key socket_maps.m.http_auth_basic_file: cannot read the file {path}: permission denied"
-    ]
+    if os.geteuid() != 0:
+        path = secret_file(tmp_path, "u:p", mode=0o000)
+        assert errors(basic_auth_file(path)) == [
+            f"f.yml:5:48: at key socket_maps.m.http_auth_basic_file: cannot read the file {path}: permission denied"
+        ]
+        return
+    directory = Path(tempfile.mkdtemp(prefix="pfxhttp-secret-", dir="/tmp"))  # nobody may enter, not read
+    try:
+        directory.chmod(0o755)
+        path = secret_file(directory, "u:p", mode=0o600)  # root's
+        text = LISTEN + basic_auth_file(path)  # as parse() builds it
+        done = subprocess.run(
+            [sys.executable, "-c", _UNPRIVILEGED_LOAD, text],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert done.stdout.splitlines() == [
+            f"f.yml:5:48: at key socket_maps.m.http_auth_basic_file: cannot read the file {path}: permission denied"
+        ]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_secret_file_every_user_may_read_is_a_warning(tmp_path: Path) -> None:
