@@ -21,7 +21,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,17 +147,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.server.logging)
     log = get_logger()
     _log_startup(config, log)
+    inherited = systemd.listen_fds(os.environ)  # systemd: also unsets LISTEN_* for any child process
+    _settle_heap()
+    return _serve(log, serve_until_signal, runtime, log, inherited)
+
+
+def _serve(log: Any, main: Callable[..., Awaitable[int | None]], *args: Any) -> int:
+    """``trio.run(main, *args)`` for every daemon mode (single process, supervisor, worker): the start-up
+    failures become their exit codes; otherwise ``main``'s status (None: EXIT_OK)."""
     try:
-        inherited = systemd.listen_fds(os.environ)  # systemd: also unsets LISTEN_* for any child process
-        _settle_heap()
-        trio.run(serve_until_signal, runtime, log, inherited)
+        status = trio.run(main, *args)
     except BindError as exc:
         log.error("cannot start", error=str(exc))
         return EXIT_BIND
     except PrivilegeError as exc:
         log.error("cannot drop privileges", error=str(exc))
         return EXIT_NOPERM
-    return EXIT_OK
+    return EXIT_OK if status is None else status
 
 
 def _run_supervisor(config: Config) -> int:
@@ -165,15 +171,7 @@ def _run_supervisor(config: Config) -> int:
     configure_logging(config.server.logging)
     log = get_logger()
     _log_startup(config, log)
-    try:
-        inherited = systemd.listen_fds(os.environ)
-        return trio.run(_supervise, config, log, inherited)
-    except BindError as exc:
-        log.error("cannot start", error=str(exc))
-        return EXIT_BIND
-    except PrivilegeError as exc:
-        log.error("cannot drop privileges", error=str(exc))
-        return EXIT_NOPERM
+    return _serve(log, _supervise, config, log, systemd.listen_fds(os.environ))
 
 
 async def _supervise(config: Config, log: Any, inherited: Mapping[str, Sequence[int]]) -> int:
@@ -197,16 +195,8 @@ def _run_worker(args: argparse.Namespace, text: str) -> int:
     log = get_logger(worker=spec.slot, generation=spec.generation, pid=os.getpid())
     for listen in missing:
         log.error("listener not passed by the supervisor, not served", listener=listen.describe())
-    try:
-        _settle_heap()
-        trio.run(serve_worker, runtime, log, spec)
-    except BindError as exc:
-        log.error("cannot start", error=str(exc))
-        return EXIT_BIND
-    except PrivilegeError as exc:
-        log.error("cannot drop privileges", error=str(exc))
-        return EXIT_NOPERM
-    return EXIT_OK
+    _settle_heap()
+    return _serve(log, serve_worker, runtime, log, spec)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
