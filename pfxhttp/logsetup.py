@@ -71,7 +71,7 @@ def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> No
         structlog.configure(
             processors=[_drop],
             wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
-            logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+            logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
             cache_logger_on_first_use=False,
         )
         return
@@ -95,7 +95,10 @@ def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # WriteLogger writes each line with its newline in one write(): print() writes the text and the
+        # newline apart, and with server.workers several processes share stderr, so another process's line
+        # could land between them (seen in tests/test_workers.py: two log lines run together).
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
 
