@@ -12,9 +12,11 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import structlog
 import trio
 
 from pfxhttp.backend.runtime import Runtime
@@ -217,6 +219,28 @@ async def start_daemon(
     server = Server(runtime, get_logger(), grace=grace, idle_timeouts=idle_timeouts)
     await nursery.start(server.serve)
     return Daemon(server, stream)
+
+
+@dataclass
+class Captured:
+    """Log lines written by the real structlog set-up (JSON), as the daemon would write them."""
+
+    stream: io.StringIO
+    log: Any
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.stream.getvalue().splitlines()]
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["level"] == "error"]
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(json=True, level=LogLevel.DEBUG), stream=stream)
+    yield Captured(stream, get_logger())
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -3,25 +3,21 @@ store, and no secret in any log line. A scripted fetcher counts requests; a sett
 
 from __future__ import annotations
 
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-import structlog
 import trio
 import trio.testing
 
 from pfxhttp.backend.auth.source import BACKOFF_MAX, TokenSource
 from pfxhttp.backend.auth.store import TokenStore, open_token_store
 from pfxhttp.backend.auth.tokens import Token
-from pfxhttp.config.model import LoggingConfig, LogLevel
 from pfxhttp.errors import TokenError
-from pfxhttp.logsetup import configure_logging, get_logger
+from tests.conftest import Captured
 
 T0 = 1_700_000_000.0
 
@@ -62,26 +58,6 @@ class ScriptedFetcher:
             raise self.fail
         now = self.clock()
         return Token(f"access-secret-{number}", now + self.lifetime, now, refresh=f"refresh-secret-{number}")
-
-
-@dataclass
-class Captured:
-    stream: io.StringIO
-    log: Any
-
-    def events(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.stream.getvalue().splitlines()]
-
-    def errors(self) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["level"] == "error"]
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    stream = io.StringIO()
-    configure_logging(LoggingConfig(json=True, level=LogLevel.DEBUG), stream=stream)
-    yield Captured(stream, get_logger())
-    structlog.reset_defaults()
 
 
 @pytest.fixture

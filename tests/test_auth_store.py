@@ -3,7 +3,6 @@ one error line, never an exception) when the database is corrupt, unreadable or 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pwd
@@ -14,18 +13,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
-import structlog
 
 from pfxhttp.backend.auth.store import SCHEMA_VERSION, TokenStore, open_token_store
 from pfxhttp.backend.auth.tokens import Token
-from pfxhttp.config.model import LoggingConfig, LogLevel
-from pfxhttp.logsetup import configure_logging, get_logger
+from tests.conftest import Captured
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "jwt|https://auth.example/token|client|digest"
@@ -33,28 +27,6 @@ TOKEN = Token(
     access="access-secret-1", expires_at=1_700_003_600.5, obtained_at=1_700_000_000.25, refresh="r-1"
 )
 BARE = Token(access="access-secret-2", expires_at=1_700_007_200.0, obtained_at=1_700_003_600.0)
-
-
-@dataclass
-class Captured:
-    """Log lines written by the real structlog set-up (JSON), as the daemon would write them."""
-
-    stream: io.StringIO
-    log: Any
-
-    def events(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.stream.getvalue().splitlines()]
-
-    def errors(self) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["level"] == "error"]
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    stream = io.StringIO()
-    configure_logging(LoggingConfig(json=True, level=LogLevel.DEBUG), stream=stream)
-    yield Captured(stream, get_logger())
-    structlog.reset_defaults()
 
 
 @pytest.fixture
