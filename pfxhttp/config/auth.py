@@ -90,6 +90,16 @@ class _Block:
             if not is_null(item.value) and not (isinstance(item.value, ScalarNode) and item.value.value == "")
         }
 
+    @classmethod
+    def open(cls, node: Node, path: str, table: tuple[str, ...], problems: Problems) -> _Block | bool | None:
+        """The block at ``node`` with the keys of ``table``, or what stands instead: False (turned off), None
+        (not a mapping, or no usable keys: reported)."""
+        shape = off_or_mapping(node, path, problems)
+        if shape is not True:
+            return shape
+        keys = block_keys(node, path, table, problems)
+        return None if keys is None else cls(keys, path, problems)
+
     def at(self, name: str) -> str:
         return join(self.path, name)
 
@@ -138,13 +148,10 @@ class _Block:
 
 def parse_jwt_auth(node: Node, path: str, problems: Problems) -> JwtAuthConfig | bool | None:
     """``jwt_auth``: log in at token_endpoint with credentials; the JSON answer holds the token."""
-    shape = off_or_mapping(node, path, problems)
-    if shape is not True:
-        return shape
-    keys = block_keys(node, path, JWT_AUTH_KEYS, problems)
-    if keys is None:
-        return None
-    block = _Block(keys, path, problems)
+    block = _Block.open(node, path, JWT_AUTH_KEYS, problems)
+    if not isinstance(block, _Block):
+        return block
+    keys = block.keys
     errors_before = len(problems.errors)
     enabled = block.enabled()
     token_endpoint = block.endpoint("token_endpoint")
@@ -239,13 +246,10 @@ def _credentials(
 def parse_oidc_auth(node: Node, path: str, problems: Problems) -> OidcAuthConfig | bool | None:
     """``backend_oidc_auth`` / ``oidc_auth``: the OAuth 2.0 client credentials grant (RFC 6749 section 4.4)
     at the token endpoint given, or found by OpenID Connect discovery at configuration_uri."""
-    shape = off_or_mapping(node, path, problems)
-    if shape is not True:
-        return shape
-    keys = block_keys(node, path, OIDC_AUTH_KEYS, problems)
-    if keys is None:
-        return None
-    block = _Block(keys, path, problems)
+    block = _Block.open(node, path, OIDC_AUTH_KEYS, problems)
+    if not isinstance(block, _Block):
+        return block
+    keys = block.keys
     errors_before = len(problems.errors)
     enabled = block.enabled()
     configuration_uri = block.endpoint("configuration_uri")
