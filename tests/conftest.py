@@ -302,6 +302,17 @@ async def socketmap_query(address: str, name: str, key: str) -> str:
         return await socketmap_exchange(stream, name, key)
 
 
+async def echo_client(
+    address: str, index: int, replies: list[str], done: trio.Event, most: int = 100_000
+) -> None:
+    """One client of a test load: lookups of ``c<index>-<n>`` in the map "echo" until ``done`` is set (at most
+    ``most``: every loop bounded), each reply appended to ``replies``."""
+    for n in range(most):
+        if done.is_set():
+            return
+        replies.append(await socketmap_query(address, "echo", f"c{index}-{n}"))
+
+
 async def read_policy_reply(stream: trio.abc.Stream) -> str:
     data = b""
     while not data.endswith(b"\n\n"):

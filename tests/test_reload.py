@@ -15,7 +15,7 @@ from pfxhttp.config.model import LoggingConfig, LogLevel
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.server.app import Server
 from pfxhttp.server.reload import reload_configuration
-from tests.conftest import Backend, pfxhttp_process, socketmap_query
+from tests.conftest import Backend, echo_client, pfxhttp_process, socketmap_query
 
 BASE = """
 server:
@@ -63,16 +63,10 @@ async def test_twenty_reloads_under_load_lose_no_request(
     replies: list[str] = []
     done = trio.Event()
 
-    async def client(i: int) -> None:
-        n = 0
-        while not done.is_set() and n < 2000:  # bounded either way
-            replies.append(await socketmap_query(address, "echo", f"c{i}-{n}"))
-            n += 1
-
     with trio.fail_after(60):
         async with trio.open_nursery() as clients:
             for i in range(16):
-                clients.start_soon(client, i)
+                clients.start_soon(echo_client, address, i, replies, done, 2000)
             for generation in range(1, 21):
                 write_config(config_path, backend.url, sock_dir, generation, second=generation % 2 == 1)
                 assert await reload_configuration(server, config_path, {})

@@ -29,7 +29,7 @@ from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.server import systemd
 from pfxhttp.server.app import Server
 from pfxhttp.server.listeners import BindError, BoundListener, bind
-from tests.conftest import Backend, policy_query, socketmap_query
+from tests.conftest import Backend, echo_client, policy_query, socketmap_query
 
 ROOT = Path(__file__).resolve().parent.parent
 PID = 4242  # a LISTEN_PID for the pure parsing tests; never compared with a real process
@@ -589,15 +589,9 @@ async def test_systemd_start_reload_under_load_and_stop_lose_no_request(
             assert (await receive(notify_socket))[0].startswith("READY=1")
             done = trio.Event()
 
-            async def client(i: int) -> None:
-                for n in range(100_000):  # bounded; ends when the reloads are done
-                    if done.is_set():
-                        return
-                    replies.append(await socketmap_query(address, "echo", f"c{i}-{n}"))
-
             async with trio.open_nursery() as clients:
                 for i in range(8):
-                    clients.start_soon(client, i)
+                    clients.start_soon(echo_client, address, i, replies, done)
                 for _ in range(20):
                     process.send_signal(signal.SIGHUP)
                     state, pid = await receive(notify_socket)

@@ -27,7 +27,7 @@ from pfxhttp.config.model import LoggingConfig, LogLevel
 from pfxhttp.demo.httpd import HttpReply, HttpRequest
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.server.workers import Supervisor
-from tests.conftest import Backend, json_reply, pfxhttp_process, socketmap_query, unused_port
+from tests.conftest import Backend, echo_client, json_reply, pfxhttp_process, socketmap_query, unused_port
 from tests.test_systemd import receive, start_socket_activated, stream_listener
 
 CONFIG = """\
@@ -164,15 +164,9 @@ async def test_spread_reload_under_load_invalid_reload_and_stop(
             replies: list[str] = []
             done = trio.Event()
 
-            async def client(i: int) -> None:
-                for n in range(100_000):  # bounded; ends when the switch-over is done
-                    if done.is_set():
-                        return
-                    replies.append(await socketmap_query(address, "echo", f"c{i}-{n}"))
-
             async with trio.open_nursery() as clients:
                 for i in range(8):
-                    clients.start_soon(client, i)
+                    clients.start_soon(echo_client, address, i, replies, done)
                 await until(lambda: len(replies) > 50, "load before the reload", log)
                 write_config(config, backend.url, address, workers=3, target="/v2")
                 process.send_signal(signal.SIGHUP)
