@@ -29,6 +29,7 @@ from pfxhttp.config import (
     loader,
     parse_config,
     parse_duration,
+    serversection,
 )
 from pfxhttp.errors import ConfigError, ConfigErrors, Location
 
@@ -567,12 +568,12 @@ def test_example_config_loads_cleanly_and_documents_every_key() -> None:
     documented = (
         *loader.TOP_KEYS,
         *loader.TOP_DEFERRED,
-        *loader.SERVER_KEYS,
-        *loader.SERVER_DEFERRED,
-        *loader.LOGGING_KEYS,
-        *loader.HTTP_CLIENT_KEYS,
-        *loader.HTTP_CLIENT_DEFERRED,
-        *loader.TLS_KEYS,
+        *serversection.SERVER_KEYS,
+        *serversection.SERVER_DEFERRED,
+        *serversection.LOGGING_KEYS,
+        *serversection.HTTP_CLIENT_KEYS,
+        *serversection.HTTP_CLIENT_DEFERRED,
+        *serversection.TLS_KEYS,
         *listen.LISTEN_KEYS,
         *listen.LISTEN_DEFERRED,
         *entries.ENTRY_KEYS,

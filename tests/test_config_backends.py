@@ -24,8 +24,8 @@ from pfxhttp.config import (
     blocks,
     entries,
     listen,
-    loader,
     parse_config,
+    serversection,
 )
 from pfxhttp.errors import ConfigErrors, Location
 
@@ -317,8 +317,8 @@ def test_manual_documents_every_key() -> None:
     manual = (Path(__file__).resolve().parent.parent / "man" / "pfxhttp.yml.5").read_text()
     words = set(re.findall(r"[a-z_]+", manual.replace("\\fB", " ").replace("\\fP", " ")))
     keys = (
-        *loader.SERVER_KEYS,
-        *loader.SERVER_DEFERRED,
+        *serversection.SERVER_KEYS,
+        *serversection.SERVER_DEFERRED,
         *listen.LISTEN_KEYS,
         *entries.ENTRY_KEYS,
         *entries.ENTRY_DEFERRED,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pfxhttp import cli
-from pfxhttp.config import blocks, entries, listen, loader, parse_config
+from pfxhttp.config import blocks, entries, listen, loader, parse_config, serversection
 from pfxhttp.config.jsontypes import go_duration
 from pfxhttp.config.keytree import key_tree
 from pfxhttp.config.model import HttpClientConfig, MetricsConfig
@@ -76,13 +76,13 @@ def test_the_schema_has_exactly_the_loaders_keys() -> None:
     schema = config_schema()
     defs = schema["$defs"]
     assert properties(schema) == {*loader.TOP_KEYS, *loader.TOP_DEFERRED}
-    assert properties(schema, "server") == {*loader.SERVER_KEYS, *loader.SERVER_DEFERRED}
-    assert properties(schema, "server", "logging") == set(loader.LOGGING_KEYS)
+    assert properties(schema, "server") == {*serversection.SERVER_KEYS, *serversection.SERVER_DEFERRED}
+    assert properties(schema, "server", "logging") == set(serversection.LOGGING_KEYS)
     assert properties(schema, "server", "http_client") == {
-        *loader.HTTP_CLIENT_KEYS,
-        *loader.HTTP_CLIENT_DEFERRED,
+        *serversection.HTTP_CLIENT_KEYS,
+        *serversection.HTTP_CLIENT_DEFERRED,
     }
-    assert properties(schema, "server", "tls") == set(loader.TLS_KEYS)
+    assert properties(schema, "server", "tls") == set(serversection.TLS_KEYS)
     assert properties(schema, "server", "metrics") == set(blocks.METRICS_KEYS)
     assert properties(schema, "server", "worker_pool") == set(blocks.WORKER_POOL_KEYS)
     assert properties(schema, "server", "response_cache") == set(blocks.RESPONSE_CACHE_KEYS)

@@ -1,6 +1,6 @@
 """The key tree of pfxhttp.yml: every key the loader reads, with its shape, value schema and description.
 
-Built from the loader's own key tables (``loader.SERVER_KEYS``, ``listen.LISTEN_KEYS``, ``entries.ENTRY_KEYS``
+Built from the loader's own key tables (``serversection.SERVER_KEYS``, ``listen.LISTEN_KEYS``, ``entries.ENTRY_KEYS``
 ...), in their order; :mod:`pfxhttp.config.keydocs` holds the description and JSON Schema of each key. A key
 added to a table without its description makes :func:`key_tree` raise, and a test builds it. One tree serves
 the JSON Schema (:mod:`pfxhttp.config.schema`), the environment overrides (:mod:`pfxhttp.config.overrides`)
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pfxhttp.config import auth, blocks, entries, listen
+from pfxhttp.config import auth, blocks, entries, listen, serversection
 from pfxhttp.config.jsontypes import Doc
 from pfxhttp.config.keydocs import BLOCK_DOCS, DOCS, ENTRY_RULES, IGNORED_DOC
 
@@ -137,11 +137,12 @@ def key_tree() -> Key:
         "listen": Key(
             "listen", Shape.LISTENERS, BLOCK_DOCS["listen"].text, BLOCK_DOCS["listen"].schema, listener
         ),
-        "logging": _block("logging", _keys(loader.LOGGING_KEYS, (), DOCS["logging"])),
+        "logging": _block("logging", _keys(serversection.LOGGING_KEYS, (), DOCS["logging"])),
         "http_client": _block(
-            "http_client", _keys(loader.HTTP_CLIENT_KEYS, loader.HTTP_CLIENT_DEFERRED, DOCS["http_client"])
+            "http_client",
+            _keys(serversection.HTTP_CLIENT_KEYS, serversection.HTTP_CLIENT_DEFERRED, DOCS["http_client"]),
         ),
-        "tls": _block("tls", _keys(loader.TLS_KEYS, (), DOCS["tls"])),
+        "tls": _block("tls", _keys(serversection.TLS_KEYS, (), DOCS["tls"])),
         "response_cache": _block(
             "response_cache", _keys(blocks.RESPONSE_CACHE_KEYS, (), DOCS["response_cache"])
         ),
@@ -149,7 +150,8 @@ def key_tree() -> Key:
         "metrics": _block("metrics", _keys(blocks.METRICS_KEYS, (), DOCS["metrics"])),
     }
     server = _block(
-        "server", _keys(loader.SERVER_KEYS, loader.SERVER_DEFERRED, DOCS["server"], server_blocks)
+        "server",
+        _keys(serversection.SERVER_KEYS, serversection.SERVER_DEFERRED, DOCS["server"], server_blocks),
     )
     sections = {
         "server": server,

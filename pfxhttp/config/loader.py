@@ -18,47 +18,20 @@ from types import MappingProxyType
 
 from yaml.nodes import MappingNode
 
-from pfxhttp.config.blocks import (
-    MAX_HTTP_DURATION,
-    MAX_POOL_SIZE,
-    MAX_REPLY_SIZE,
-    MAX_WORKER_PROCESSES,
-    bounded_int,
-    duration,
-    parse_metrics,
-    parse_response_cache,
-    parse_worker_pool,
-)
-from pfxhttp.config.entries import Section, check_keys, parse_section
-from pfxhttp.config.listen import parse_listeners
+from pfxhttp.config.entries import check_keys, parse_section
 from pfxhttp.config.model import (
-    DEFAULT_SOCKETMAP_MAX_REPLY_SIZE,
     Config,
     EntryConfig,
     EntryKind,
-    HttpClientConfig,
-    ListenConfig,
-    ListenType,
-    LoggingConfig,
-    LogLevel,
-    MetricsConfig,
     ServerConfig,
-    TlsConfig,
 )
 from pfxhttp.config.overrides import apply_overrides, overrides_from
-from pfxhttp.config.secrets import check_db_path
-from pfxhttp.config.values import check_account
+from pfxhttp.config.serversection import parse_server
 from pfxhttp.config.yamlnodes import (
-    Item,
     Problems,
-    as_bool,
-    as_int,
-    as_str,
     compose,
     is_null,
-    join,
     mapping_items,
-    suggest,
 )
 from pfxhttp.errors import ConfigError, ConfigErrors, Location
 
@@ -72,35 +45,6 @@ DEFAULT_SEARCH_PATH: tuple[Path, ...] = (
 
 TOP_KEYS = ("server", "socket_maps", "policy_services")
 TOP_DEFERRED = ("dovecot_sasl",)
-SERVER_KEYS = (
-    "listen",
-    "logging",
-    "http_client",
-    "tls",
-    "socketmap_max_reply_size",
-    "response_cache",
-    "worker_pool",
-    "run_as_user",
-    "run_as_group",
-    "metrics",
-    "jwt_db_path",
-    "workers",
-)
-SERVER_DEFERRED = (
-    "chroot",
-    "observability",
-)
-LOGGING_KEYS = ("json", "level", "use_systemd")
-HTTP_CLIENT_KEYS = (
-    "timeout",
-    "max_connections_per_host",
-    "max_idle_connections",
-    "max_idle_connections_per_host",
-    "idle_connection_timeout",
-)
-HTTP_CLIENT_DEFERRED = ("proxy",)
-# skip_verify is today's spelling; http_client_skip_verify the older one. Either sets it.
-TLS_KEYS = ("enabled", "skip_verify", "http_client_skip_verify", "root_ca", "cert", "key")
 
 
 def search_path() -> tuple[Path, ...]:
@@ -192,7 +136,7 @@ def parse_config(
         server_config = ServerConfig()
     else:
         sections = {EntryKind.SOCKET_MAP: socket_maps, EntryKind.POLICY_SERVICE: policy_services}
-        server_config = _server(server, sections, problems)
+        server_config = parse_server(server, sections, problems)
     if entry_check is not None:
         for section in (socket_maps, policy_services):
             for entry in section.entries.values():
@@ -205,208 +149,4 @@ def parse_config(
         source=source,
         warnings=problems.sorted_warnings(),
         overrides=applied,
-    )
-
-
-def _server(item: Item, sections: dict[EntryKind, Section], problems: Problems) -> ServerConfig:
-    items = mapping_items(item.value, "server", problems)
-    if items is None:
-        return ServerConfig()
-    keys = check_keys(items, "server", SERVER_KEYS, SERVER_DEFERRED, problems)
-    listen = keys.get("listen")
-    if listen is None:
-        problems.error(item.key_node, "server", "missing required key 'listen'")
-        listeners: tuple[ListenConfig, ...] = ()
-    else:
-        listeners = parse_listeners(listen, sections, problems)
-    reply_size = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
-    if "socketmap_max_reply_size" in keys:
-        node = keys["socketmap_max_reply_size"].value
-        size = as_int(node, "server.socketmap_max_reply_size", problems)
-        if size is not None and size > MAX_REPLY_SIZE:
-            problems.error(node, "server.socketmap_max_reply_size", f"must not exceed {MAX_REPLY_SIZE}")
-        elif size is not None and size > 0:  # <= 0 means the default, as upstream
-            reply_size = size
-    metrics = parse_metrics(keys.get("metrics"), "server.metrics", problems)
-    _check_metrics_port(metrics, listeners, keys.get("metrics"), problems)
-    return ServerConfig(
-        listen=listeners,
-        logging=_logging(keys.get("logging"), problems),
-        http_client=_http_client(keys.get("http_client"), problems),
-        tls=_tls(keys.get("tls"), problems),
-        socketmap_max_reply_size=reply_size,
-        response_cache=parse_response_cache(keys.get("response_cache"), "server.response_cache", problems),
-        worker_pool=(
-            parse_worker_pool(keys["worker_pool"], "server.worker_pool", problems)
-            if "worker_pool" in keys
-            else None
-        ),
-        run_as_user=_account(keys.get("run_as_user"), "server.run_as_user", problems),
-        run_as_group=_account(keys.get("run_as_group"), "server.run_as_group", problems),
-        metrics=metrics,
-        jwt_db_path=_db_path(keys.get("jwt_db_path"), problems),
-        workers=_workers(keys.get("workers"), metrics, problems),
-    )
-
-
-def _db_path(item: Item | None, problems: Problems) -> str | None:
-    """``jwt_db_path``: the SQLite token store; its directory must exist now (the daemon creates the file)."""
-    text = as_str(item.value, "server.jwt_db_path", problems) if item is not None else None
-    if not text:  # null or "": tokens in memory only
-        return None
-    try:
-        return check_db_path(text)
-    except ConfigError as exc:
-        assert item is not None
-        problems.wrap(item.value, "server.jwt_db_path", exc)
-        return None
-
-
-def _workers(item: Item | None, metrics: MetricsConfig, problems: Problems) -> int:
-    default = ServerConfig().workers
-    if item is None or is_null(item.value):
-        return default
-    count = bounded_int(item.value, "server.workers", problems, 1, MAX_WORKER_PROCESSES)
-    if count is not None and count > 1 and metrics.enabled:
-        # Each worker would count only its own requests, and all would bind the one metrics port.
-        problems.error(item.value, "server.workers", "workers > 1 cannot be combined with server.metrics")
-        return default
-    return default if count is None else count
-
-
-def _account(item: Item | None, path: str, problems: Problems) -> str | None:
-    """``run_as_user`` / ``run_as_group``: kept as written; resolving the name is I/O for the daemon."""
-    text = as_str(item.value, path, problems) if item is not None else None
-    if not text:  # null or "" means not set, as upstream's empty string
-        return None
-    try:
-        return check_account(text, path.rpartition(".")[2])
-    except ConfigError as exc:
-        assert item is not None
-        problems.wrap(item.value, path, exc)
-        return None
-
-
-def _check_metrics_port(
-    metrics: MetricsConfig, listeners: tuple[ListenConfig, ...], item: Item | None, problems: Problems
-) -> None:
-    """The metrics server binds after the listeners: the same address and port would fail at start."""
-    if item is None or not metrics.enabled:
-        return
-    for listener in listeners:
-        same = (listener.address.lower(), listener.port) == (metrics.address.lower(), metrics.port)
-        if listener.type is not ListenType.UNIX and same:
-            problems.error(
-                item.key_node,
-                "server.metrics",
-                f"listens on {metrics.address}:{metrics.port}, the endpoint of the listener {listener.describe()}",
-            )
-
-
-def _logging(item: Item | None, problems: Problems) -> LoggingConfig:
-    if item is None:
-        return LoggingConfig()
-    keys = check_keys(
-        mapping_items(item.value, "server.logging", problems) or [],
-        "server.logging",
-        LOGGING_KEYS,
-        (),
-        problems,
-    )
-    flags = {
-        k: as_bool(keys[k].value, f"server.logging.{k}", problems)
-        for k in ("json", "use_systemd")
-        if k in keys
-    }
-    level = LogLevel.INFO
-    if "level" in keys:
-        text = as_str(keys["level"].value, "server.logging.level", problems)
-        if text is not None:
-            try:
-                level = LogLevel(text.lower())
-            except ValueError:
-                problems.error(
-                    keys["level"].value,
-                    "server.logging.level",
-                    f"unknown log level {text!r}",
-                    suggest(text.lower(), [lv.value for lv in LogLevel]),
-                )
-    return LoggingConfig(
-        json=bool(flags.get("json")), level=level, use_systemd=bool(flags.get("use_systemd"))
-    )
-
-
-def _http_client(item: Item | None, problems: Problems) -> HttpClientConfig:
-    if item is None:
-        return HttpClientConfig()
-    path = "server.http_client"
-    keys = check_keys(
-        mapping_items(item.value, path, problems) or [],
-        path,
-        HTTP_CLIENT_KEYS,
-        HTTP_CLIENT_DEFERRED,
-        problems,
-    )
-    defaults = HttpClientConfig()
-    seconds: dict[str, float] = {
-        "timeout": defaults.timeout,
-        "idle_connection_timeout": defaults.idle_connection_timeout,
-    }
-    counts: dict[str, int] = {
-        "max_connections_per_host": defaults.max_connections_per_host,
-        "max_idle_connections": defaults.max_idle_connections,
-        "max_idle_connections_per_host": defaults.max_idle_connections_per_host,
-    }
-    for key, entry in keys.items():
-        key_path = join(path, key)
-        if key in seconds:
-            seconds_value = duration(entry.value, key_path, problems)
-            if seconds_value is not None and seconds_value > MAX_HTTP_DURATION:
-                problems.error(entry.value, key_path, "must not exceed 1h")
-            elif seconds_value is not None and not (key == "timeout" and seconds_value == 0):  # 0 = not set
-                seconds[key] = seconds_value
-        else:
-            count = as_int(entry.value, key_path, problems)
-            if count is not None and not 0 <= count <= MAX_POOL_SIZE:
-                problems.error(entry.value, key_path, f"must be between 0 (no limit) and {MAX_POOL_SIZE}")
-            elif count is not None:
-                counts[key] = count
-    return HttpClientConfig(
-        timeout=seconds["timeout"],
-        idle_connection_timeout=seconds["idle_connection_timeout"],
-        max_connections_per_host=counts["max_connections_per_host"],
-        max_idle_connections=counts["max_idle_connections"],
-        max_idle_connections_per_host=counts["max_idle_connections_per_host"],
-    )
-
-
-def _tls(item: Item | None, problems: Problems) -> TlsConfig:
-    if item is None:
-        return TlsConfig()
-    path = "server.tls"
-    keys = check_keys(mapping_items(item.value, path, problems) or [], path, TLS_KEYS, (), problems)
-    flags = {
-        k: bool(as_bool(keys[k].value, join(path, k), problems))
-        for k in keys
-        if k in ("enabled", "skip_verify", "http_client_skip_verify")
-    }
-    files = {
-        k: as_str(keys[k].value, join(path, k), problems) or None
-        for k in ("root_ca", "cert", "key")
-        if k in keys
-    }
-    cert, key = files.get("cert"), files.get("key")
-    if (cert is None) != (key is None):
-        present, missing = ("cert", "key") if cert else ("key", "cert")
-        problems.error(
-            keys[present].key_node,
-            join(path, present),
-            f"'{present}' needs '{missing}' too (a client certificate and its key)",
-        )
-    return TlsConfig(
-        enabled=flags.get("enabled", False),
-        skip_verify=flags.get("skip_verify", False) or flags.get("http_client_skip_verify", False),
-        root_ca=files.get("root_ca"),
-        cert=cert,
-        key=key,
     )
