@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from pfxhttp.backend.contentcoding import gzip_body
 from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
 from pfxhttp.backend.pool import HttpClient, HttpResponse
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
@@ -125,6 +126,19 @@ def test_get_without_body_has_no_content_length() -> None:
         == b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: pfxhttp/test\r\nConnection: keep-alive\r\n\r\n"
     )
     assert prepared.wire(b"x").endswith(b"Content-Length: 1\r\n\r\nx")
+
+
+def test_a_bearer_token_goes_into_an_authorization_field_after_the_head() -> None:
+    field = b"Authorization: Bearer a.b-c\r\n"
+    post = prepare_request("POST", Target.parse("http://h/m"), [], user_agent=UA)
+    assert post.wire(b"{}", "Bearer a.b-c") == post.head + field + b"Content-Length: 2\r\n\r\n{}"
+    assert post.wire(None, "Bearer a.b-c") == post.head + field + b"Content-Length: 0\r\n\r\n"
+    get = prepare_request("GET", Target.parse("http://h/m"), [], user_agent=UA)
+    assert get.wire(None, "Bearer a.b-c") == get.head + field + b"\r\n"
+    coded = prepare_request("POST", Target.parse("http://h/m"), [], user_agent=UA, gzip_request=True)
+    wire = coded.wire(b"x" * 500, "Bearer a.b-c")
+    assert wire.startswith(coded.head + field + b"Content-Encoding: gzip\r\nContent-Length: ")
+    assert wire.split(b"\r\n\r\n", 1)[1] == gzip_body(b"x" * 500)
 
 
 def test_custom_user_agent_replaces_default() -> None:

@@ -107,21 +107,19 @@ class PreparedRequest:
     gzip_request: bool = False
     accept_gzip: bool = False
     # Derived once so that the hot path only joins bytes.
-    cl_prefix: bytes = field(init=False, repr=False, compare=False)  # Content-Encoding too when gzip_request
-    empty: bytes = field(init=False, repr=False, compare=False)  # the whole request for an empty body
+    cl_fields: bytes = field(init=False, repr=False, compare=False)  # Content-Encoding too when gzip_request
+    empty_fields: bytes = field(init=False, repr=False, compare=False)  # what ends the head of an empty body
     length_when_empty: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         coding = b"Content-Encoding: gzip\r\n" if self.gzip_request else b""
-        object.__setattr__(self, "cl_prefix", self.head + coding + b"Content-Length: ")
+        object.__setattr__(self, "cl_fields", coding + b"Content-Length: ")
         # RFC 9110 section 8.6: a user agent SHOULD send Content-Length 0 for a method that anticipates
         # content (POST, PUT, ...) even when it is empty, and none for one that does not (GET, ...).
         method = self.head.partition(b" ")[0]
         with_length = method not in (b"GET", b"DELETE", b"OPTIONS", b"TRACE")
         object.__setattr__(self, "length_when_empty", with_length)
-        object.__setattr__(
-            self, "empty", self.head + (b"Content-Length: 0\r\n\r\n" if with_length else b"\r\n")
-        )
+        object.__setattr__(self, "empty_fields", b"Content-Length: 0\r\n\r\n" if with_length else b"\r\n")
 
     def wire(self, body: bytes | None, authorization: str | None = None) -> bytes:
         """The exact bytes to send for ``body``: head, Content-Length when due, blank line, body.
@@ -130,22 +128,14 @@ class PreparedRequest:
         bearer token's field value, checked to be printable ASCII where it was obtained) goes into an
         Authorization field; the entry's configuration cannot hold another one (the loader refuses that).
         """
+        head = self.head
         if authorization is not None:
-            return self._with_authorization(body, authorization.encode("ascii"))
+            head = b"%sAuthorization: %s\r\n" % (head, authorization.encode("ascii"))
         if not body:
-            return self.empty
+            return head + self.empty_fields
         if self.gzip_request:
             body = gzip_body(body)
-        return b"".join((self.cl_prefix, b"%d\r\n\r\n" % len(body), body))
-
-    def _with_authorization(self, body: bytes | None, value: bytes) -> bytes:
-        field = b"Authorization: " + value + b"\r\n"
-        if not body:
-            return b"".join((self.head, field, self.empty[len(self.head) :]))
-        if self.gzip_request:
-            body = gzip_body(body)
-        rest = self.cl_prefix[len(self.head) :]
-        return b"".join((self.head, field, rest, b"%d\r\n\r\n" % len(body), body))
+        return b"".join((head, self.cl_fields, b"%d\r\n\r\n" % len(body), body))
 
 
 def _check_value(what: str, value: str) -> None:
