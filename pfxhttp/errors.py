@@ -11,6 +11,7 @@ Every exception pfxhttp raises on purpose derives from :class:`PfxhttpError`::
     │   ├── PolicyError             a policy attribute block over a cap or malformed
     │   └── TcpTableError           a tcp_table(5) request line malformed, not ``get`` or over the cap
     ├── ReplyError                  we were about to send a reply Postfix must never see (Local)
+    ├── UnaddressableKey            the key makes a URL path segment empty, '.' or '..': it names no resource
     └── BackendError                the HTTP backend or the path to it failed; ``reason`` is short and fixed
         ├── BackendTimeout          the one total deadline of a backend request expired
         ├── BackendTransportError   connect, TLS, reset, closed early
@@ -20,7 +21,8 @@ Every exception pfxhttp raises on purpose derives from :class:`PfxhttpError`::
         ├── PayloadError            the rendered request payload is not valid JSON
         └── TokenError              no bearer token: the token endpoint failed, refused or is backing off
 
-Remote errors (``ProtocolError``) close the offending connection only. ``BackendError`` turns into a
+Remote errors (``ProtocolError``) close the offending connection only. ``UnaddressableKey`` is no failure: the
+lookup answers "not found" without asking the backend. ``BackendError`` turns into a
 TEMP/TIMEOUT socketmap reply or the policy error action. ``reason`` is what may reach Postfix: it never holds
 URLs, secrets or exception text; the detail goes to the log via ``str(exc)`` or ``exc.__cause__``.
 """
@@ -116,6 +118,14 @@ class TcpTableError(ProtocolError):
 
 class ReplyError(PfxhttpError):
     """A reply that must never be sent (too long, empty action, CR/LF/NUL inside)."""
+
+
+class UnaddressableKey(PfxhttpError):
+    """A lookup's templated ``target`` came out with a path segment that is empty, ``.`` or ``..``.
+
+    Servers resolve dot segments and merge slashes before routing, so that URL would ask for ANOTHER resource;
+    no key of this shape can name one. Not a backend fault: the lookup answers not found (NOTFOUND / DUNNO).
+    """
 
 
 class BackendError(PfxhttpError):

@@ -5,6 +5,13 @@ entries put the key into the URL (``target: https://api/mail/alias/{{ key }}/``)
 (``query: {domain: "{{ key.split('@')[1] }}"}``): those templates are compiled once at load and rendered per
 lookup. A value interpolated into the path is percent-encoded as ONE path segment (``/`` included), so a key can
 never change which resource is asked for; query values are percent-encoded as query values.
+
+Percent-encoding leaves ``.`` and ``..`` as they are, and encoding the dots would not help: servers decode
+``%2E`` and then resolve dot segments (RFC 3986 section 5.2.4) before they route, so ``/alias/../info`` asks
+for ``/info``, and many merge ``//`` (``/account//`` for an empty value). A path segment that an expression
+helped to write and that comes out empty, ``.`` or ``..`` therefore names no resource: such a request is never
+sent, ``build`` raises :class:`~pfxhttp.errors.UnaddressableKey` and the lookup answers "not found". Literal
+empty segments of the template itself (a trailing ``/``) are the admin's and stay.
 """
 
 from __future__ import annotations
@@ -19,12 +26,31 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pfxhttp.backend.context import jinja_source, sample_context
 from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
 from pfxhttp.config.model import EntryConfig, HttpMethod
-from pfxhttp.errors import ConfigError, PayloadError
+from pfxhttp.errors import ConfigError, PayloadError, UnaddressableKey
+
+# Wraps every expression's output in a rendered target, so that the segments expressions wrote can be told
+# from the template's literal text. NUL cannot come from either: check_target refuses control characters in
+# the template and quote() encodes them in values.
+_MARK = "\0"
+_UNNAMED = frozenset({"", ".", ".."})  # path segments that name no resource (RFC 3986 section 5.2.4)
 
 
 def _segment(value: Any) -> str:
-    """Percent-encode an interpolated value as one URL path segment (RFC 3986 unreserved chars kept)."""
-    return quote(value if isinstance(value, str) else str(value), safe="")
+    """Percent-encode an interpolated value as one URL path segment (RFC 3986 unreserved chars kept),
+    marked as written by an expression."""
+    return _MARK + quote(value if isinstance(value, str) else str(value), safe="") + _MARK
+
+
+def _unmark(url: str) -> tuple[str, bool]:
+    """The rendered target without marks, and whether every path segment an expression wrote names a
+    resource (is not empty, ``.`` or ``..``). Only the path is judged: query values may be anything."""
+    if _MARK not in url:
+        return url, True
+    end = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    addressable = not any(
+        _MARK in segment and segment.replace(_MARK, "") in _UNNAMED for segment in url[:end].split("/")
+    )
+    return url.replace(_MARK, ""), addressable
 
 
 def _text(value: Any) -> str:
@@ -93,7 +119,9 @@ class RequestBuilder:
     def _check_with_sample(self) -> None:
         entry = self._entry
         try:
-            self.build(sample_context(entry))
+            # The sample may leave a path segment empty (an attribute it does not hold) and that is no config
+            # problem: the URL is checked all the same.
+            self._prepare(Target.parse(self._url(sample_context(entry))[0]))
         except (PayloadError, ValueError) as exc:
             raise ConfigError(
                 f"target/query templates do not render a valid URL for a sample request: {exc}",
@@ -102,12 +130,23 @@ class RequestBuilder:
             ) from exc
 
     def build(self, context: Mapping[str, Any]) -> PreparedRequest:
-        """The request for one lookup; PayloadError if a template fails for this key."""
+        """The request for one lookup; PayloadError if a template fails for this key, UnaddressableKey if
+        it leaves a path segment empty, ``.`` or ``..`` (the key names no resource: never sent)."""
         if self._static is not None:
             return self._static
+        url, addressable = self._url(context)
+        if not addressable:
+            raise UnaddressableKey("the key renders an empty, '.' or '..' URL path segment")
+        try:
+            return self._prepare(Target.parse(url))
+        except ValueError as exc:
+            raise PayloadError(f"rendered URL is not valid: {exc}") from exc
+
+    def _url(self, context: Mapping[str, Any]) -> tuple[str, bool]:
+        """The rendered URL, query parameters appended, and whether its path names a resource."""
         assert self._target is not None
         try:
-            url = self._target.render(context)
+            url, addressable = _unmark(self._target.render(context))
             params = [(name, template.render(context)) for name, template in self._query]
         except jinja2.UndefinedError as exc:
             raise PayloadError(f"URL template: {exc.message}") from exc
@@ -116,7 +155,4 @@ class RequestBuilder:
         if params:
             query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
             url = f"{url}{'&' if '?' in url else '?'}{query}"
-        try:
-            return self._prepare(Target.parse(url))
-        except ValueError as exc:
-            raise PayloadError(f"rendered URL is not valid: {exc}") from exc
+        return url, addressable

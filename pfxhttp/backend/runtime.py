@@ -45,7 +45,7 @@ from pfxhttp.config.model import (
     OnError,
     ResponseCacheConfig,
 )
-from pfxhttp.errors import BackendBusy, BackendError, BackendTimeout, PayloadError
+from pfxhttp.errors import BackendBusy, BackendError, BackendTimeout, PayloadError, UnaddressableKey
 from pfxhttp.logsetup import get_logger
 from pfxhttp.protocol.policy import PolicyReply, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
@@ -61,6 +61,8 @@ ANSWERS = (OutcomeKind.FOUND, OutcomeKind.NOT_FOUND)
 # Answered without a backend request; metrics count them apart (by identity).
 BUSY = Outcome(OutcomeKind.TEMP, reason=BackendBusy.reason)
 CIRCUIT_OPEN = Outcome(OutcomeKind.TEMP, reason="backend circuit open")
+# A key whose URL path would hold an empty, "." or ".." segment names no resource: not found, never asked.
+UNADDRESSABLE = Outcome(OutcomeKind.NOT_FOUND, detail="key renders an empty, '.' or '..' URL path segment")
 
 
 # --- metrics: pfxhttp.server.metrics implements these (the backend layer must not import the server layer) ---
@@ -237,7 +239,9 @@ class Runtime:
         if outcome.kind in ANSWERS:
             if self.debug:  # building the call's arguments costs more than the dropped line saves
                 log.debug(
-                    "backend answered",
+                    "backend answered"
+                    if outcome is not UNADDRESSABLE
+                    else "key names no resource, not asked",
                     request=request_id,
                     entry=entry.config.name,
                     outcome=outcome.kind.value,
@@ -268,7 +272,7 @@ class Runtime:
             if not attempt.admitted:
                 return CIRCUIT_OPEN
             outcome = await self._pooled(entry, context, pools)
-            if outcome is BUSY or outcome.reason == PayloadError.reason:
+            if outcome is BUSY or outcome is UNADDRESSABLE or outcome.reason == PayloadError.reason:
                 pass  # our own back-pressure or a key our template cannot render: nothing about the backend
             elif outcome.kind in (OutcomeKind.TEMP, OutcomeKind.TIMEOUT):
                 attempt.failure()
@@ -303,6 +307,8 @@ class Runtime:
                 response = await self.client.request(prepared, body)
             else:
                 response = await self._authorized(source, prepared, body)
+        except UnaddressableKey:
+            return UNADDRESSABLE
         except PayloadError as exc:
             return Outcome(OutcomeKind.TEMP, reason=PayloadError.reason, detail=str(exc))
         except orjson.JSONDecodeError as exc:

@@ -281,7 +281,8 @@ DOCS: dict[str, dict[str, Doc]] = {
     "entry": {
         "target": Doc(
             "Required (here or in 'defaults'): the http:// or https:// URL. Template expressions may follow the "
-            "host, in the path or query; each is percent-encoded as one path segment.",
+            "host, in the path or query; each is percent-encoded as one path segment. A path segment they "
+            "leave empty, '.' or '..' is never sent: the lookup answers NOTFOUND / DUNNO.",
             string(TARGET),
         ),
         "method": Doc(
