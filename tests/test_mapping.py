@@ -185,3 +185,48 @@ def test_list_of_statuses_and_custom_not_found() -> None:
     )
     assert classify(rules, 201, b'{"v": "x"}').kind is OutcomeKind.FOUND
     assert classify(rules, 410, b"").kind is OutcomeKind.NOT_FOUND
+
+
+DEEP_OBJECT = (
+    b'{"data": {"result": ' + b'{"a": ' * 300 + b"1" + b"}" * 300 + b"}}"
+)  # orjson dumps <= 255 levels
+DEEP_LIST = b'{"data": {"result": ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"}}"  # deeper than Python recursion
+
+
+@pytest.mark.parametrize(
+    ("value_field", "error_field", "body", "reason"),
+    [
+        ("$.items.`sorted`", None, b'{"items": [1, "a"]}', "value_field failed"),
+        ("$.items[\\name]", None, b'{"items": [{"name": 1}, {"name": "a"}]}', "value_field failed"),
+        ("$.name.`sub(/x/, y)`", None, b'{"name": 5}', "value_field failed"),
+        ("data.result", None, DEEP_OBJECT, "value_field failed"),
+        ("data.result", None, DEEP_LIST, "value_field failed"),
+        (
+            "data.result",
+            "$.errors.`sorted`",
+            b'{"errors": [null, 1], "data": {"result": "x"}}',
+            "error_field failed",
+        ),
+        ("data.result", "data", DEEP_OBJECT, "error_field failed"),
+    ],
+)
+def test_a_field_that_fails_on_the_reply_is_an_error(
+    value_field: str, error_field: str | None, body: bytes, reason: str
+) -> None:
+    """jsonpath-ng extensions (sorted, sub(), ...) raise on data of an unexpected type, and rendering a value
+    nested too deep raises as well: the lookup gets a defined error reply, never an exception."""
+    rules = ResponseRules(
+        value_path=FieldPath(value_field), error_path=None if error_field is None else FieldPath(error_field)
+    )
+    outcome = classify(rules, 200, body)
+    assert (outcome.kind, outcome.reason) == (OutcomeKind.ERROR, reason)
+    assert outcome.detail  # what failed goes to the log
+    assert socketmap_reply(outcome, 100_000).encode(100_000) == f"{len(reason) + 5}:PERM {reason},".encode()
+    assert policy_reply(outcome, ERR).action == ERR
+
+
+def test_the_same_fields_map_well_formed_replies() -> None:
+    rules = ResponseRules(value_path=FieldPath("$.items.`sorted`"), error_path=FieldPath("$.errors.`sorted`"))
+    assert classify(rules, 200, b'{"items": ["b", "a"], "errors": []}').value == "a,b"
+    rules = ResponseRules(value_path=FieldPath("$.name.`sub(/x/, y)`"))
+    assert classify(rules, 200, b'{"name": "xox"}').value == "yoy"

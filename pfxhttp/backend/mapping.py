@@ -135,6 +135,15 @@ class ResponseRules:
     value_template: ValueTemplate | None = None  # instead of value_path
 
 
+def _field_failed(key: str, exc: Exception) -> Outcome:
+    """A field path or the rendering of what it found failed on this reply: jsonpath-ng's extensions raise
+    on data of a type they do not expect (``sorted`` on mixed types, ``sub()`` on a number), and a value
+    nested deeper than orjson (255 levels) or Python's recursion limit renders raises too. The backend
+    answered in a shape the configuration does not fit: an error (PERM / the error action) like a failing
+    value_template, never "not found" and never an exception that would drop the connection unanswered."""
+    return Outcome(OutcomeKind.ERROR, reason=f"{key} failed", detail=f"{type(exc).__name__}: {exc}"[:500])
+
+
 def classify(
     rules: ResponseRules, status: int, body: bytes, context: Mapping[str, Any] | None = None
 ) -> Outcome:
@@ -154,11 +163,13 @@ def classify(
     except orjson.JSONDecodeError as exc:
         return Outcome(OutcomeKind.TEMP, reason="invalid JSON from backend", detail=str(exc))
     if rules.error_path is not None:
-        raw_error = rules.error_path.find(document)
-        if raw_error is not _MISSING and raw_error is not None:
-            error_text = render_value(raw_error)
-            if error_text and error_text != rules.no_error_value:
-                return Outcome(OutcomeKind.ERROR, reason="backend reported an error", detail=error_text[:500])
+        try:
+            raw_error = rules.error_path.find(document)
+            error_text = "" if raw_error is _MISSING or raw_error is None else render_value(raw_error)
+        except Exception as exc:  # noqa: BLE001 - see _field_failed: an answer, never an exception
+            return _field_failed("error_field", exc)
+        if error_text and error_text != rules.no_error_value:
+            return Outcome(OutcomeKind.ERROR, reason="backend reported an error", detail=error_text[:500])
     if rules.value_template is not None:
         try:
             text = rules.value_template.render(document, status, context or {})
@@ -169,10 +180,13 @@ def classify(
         return Outcome(OutcomeKind.FOUND, value=text)
     if rules.value_path is None:
         return Outcome(OutcomeKind.ERROR, reason="no value_field configured")
-    raw = rules.value_path.find(document)
-    if raw is _MISSING or raw is None:
-        return Outcome(OutcomeKind.NOT_FOUND, detail="value absent")
-    value = render_value(raw)
+    try:
+        raw = rules.value_path.find(document)
+        if raw is _MISSING or raw is None:
+            return Outcome(OutcomeKind.NOT_FOUND, detail="value absent")
+        value = render_value(raw)
+    except Exception as exc:  # noqa: BLE001 - see _field_failed: an answer, never an exception
+        return _field_failed("value_field", exc)
     if not value:
         # Upstream answers PERM here too: an empty answer is not "not found" (that could bounce mail).
         return Outcome(OutcomeKind.ERROR, reason="empty value from backend", detail=repr(raw)[:200])
