@@ -26,6 +26,7 @@ from tests.conftest import (
     policy_query,
     socketmap_query,
     start_daemon,
+    status_500,
 )
 from tests.postfix_harness import PostmapOutcome, make_postfix_config_dir, postfix_available, postmap_query
 from tests.postfix_smtpd import private_smtpd
@@ -82,6 +83,11 @@ socket_maps:
     method: GET
     target: "{url}/api/helo/{{{{ key }}}}{{{{ key }}}}/info"
     value_field: action
+  guarded:
+    method: GET
+    target: "{url}/flaky/{{{{ key }}}}"
+    value_field: action
+    circuit_breaker: {{failures: 2, cooldown: 1h}}
   byquery:
     method: GET
     target: "{url}/api/helo/?name={{{{ key }}}}"
@@ -109,6 +115,7 @@ def assert_nothing_unnamed_sent(backend: Backend) -> None:
 async def api(nursery: trio.Nursery, backend: Backend) -> Daemon:
     backend.routes["/api/*"] = normalising_api
     backend.routes["/account/*"] = normalising_api
+    backend.routes["/flaky/*"] = status_500
     return await start_daemon(nursery, CONFIG.format(url=backend.url))
 
 
@@ -228,6 +235,18 @@ async def test_smtpd_policy_for_unauthenticated_client(api: Daemon, backend: Bac
     assert alice.codes(SmtpStep.RCPT) == (250,)
     assert alice.message is not None
     assert [r.path for r in backend.requests] == ["/account/alice/policy"]
+
+
+async def test_not_asking_is_no_verdict_for_the_circuit_breaker(api: Daemon, backend: Backend) -> None:
+    """A key that names no resource never reaches the backend, so it must not count as a success that resets
+    the failures in a row (or closes a half-open breaker without a probe)."""
+    address = api.address("socket_map")
+    with trio.fail_after(10):
+        assert await socketmap_query(address, "guarded", "a") == "TEMP backend status 500"
+        assert await socketmap_query(address, "guarded", "..") == "NOTFOUND "
+        assert await socketmap_query(address, "guarded", "b") == "TEMP backend status 500"
+        assert await socketmap_query(address, "guarded", "c") == "TEMP backend circuit open"
+    assert [r.path for r in backend.requests] == ["/flaky/a", "/flaky/b"]
 
 
 def test_a_target_the_load_check_renders_empty_still_loads() -> None:
