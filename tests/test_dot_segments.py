@@ -121,7 +121,20 @@ async def api(nursery: trio.Nursery, backend: Backend) -> Daemon:
 
 @pytest.mark.parametrize(
     ("name", "key"),
-    [("helo", ".."), ("helo", "."), ("helo", ""), ("prefixed", "."), ("prefixed", ""), ("joined", "")],
+    [
+        ("helo", ".."),
+        ("helo", "."),
+        ("helo", ""),
+        ("prefixed", "."),
+        ("prefixed", ""),
+        ("joined", ""),
+        # servers that decode %2F (nginx) or take "\\" for "/" (IIS) before resolving dot segments
+        ("helo", "../x"),
+        ("helo", "x/.."),
+        ("helo", "..\\x"),
+        ("helo", "/"),
+        ("helo", "//"),
+    ],
 )
 async def test_socketmap_key_naming_no_resource_is_notfound_and_not_sent(
     api: Daemon, backend: Backend, name: str, key: str
@@ -136,7 +149,8 @@ async def test_socketmap_key_naming_no_resource_is_notfound_and_not_sent(
     [
         ("helo", "bad.example", "OK REJECT 5.7.1 go away", "/api/helo/bad.example/info"),
         ("helo", "...", "NOTFOUND ", "/api/helo/.../info"),  # three dots name something: asked
-        ("helo", "../x", "NOTFOUND ", "/api/helo/..%2Fx/info"),
+        ("helo", "a/b", "NOTFOUND ", "/api/helo/a%2Fb/info"),  # stays below /api/helo/ even decoded
+        ("helo", "%2E%2E", "NOTFOUND ", "/api/helo/%252E%252E/info"),  # decoded once it is no dot segment
         ("prefixed", "x", "NOTFOUND ", "/api/helo/.x/info"),  # a literal dot next to a non-empty value
         ("byquery", "..", "NOTFOUND ", "/api/helo/?name=..&also=.."),  # query values are no path segments
         ("byquery", "", "NOTFOUND ", "/api/helo/?name=&also="),  # and the template's own trailing "/" stays

@@ -12,13 +12,19 @@ for ``/info``, and many merge ``//`` (``/account//`` for an empty value). A path
 helped to write and that comes out empty, ``.`` or ``..`` therefore names no resource: such a request is never
 sent, ``build`` raises :class:`~pfxhttp.errors.UnaddressableKey` and the lookup answers "not found". Literal
 empty segments of the template itself (a trailing ``/``) are the admin's and stay.
+
+The same holds inside a segment: nginx and others decode ``%2F`` (and IIS ``\\``) before resolving dot segments, so
+a key ``../admin`` (sent as ``..%2Fadmin``) or ``/`` climbs out of the template just the same. A segment an
+expression helped to write is therefore judged as the server may see it: percent-decoded and split at ``/`` and
+``\\``, it must hold a non-empty piece and no ``.`` or ``..`` piece. A key like ``a/b`` is still asked.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -32,7 +38,8 @@ from pfxhttp.errors import ConfigError, PayloadError, UnaddressableKey
 # from the template's literal text. NUL cannot come from either: check_target refuses control characters in
 # the template and quote() encodes them in values.
 _MARK = "\0"
-_UNNAMED = frozenset({"", ".", ".."})  # path segments that name no resource (RFC 3986 section 5.2.4)
+_DOTS = frozenset({".", ".."})  # dot segments (RFC 3986 section 5.2.4)
+_SEPARATORS = re.compile(r"[/\\]")  # what servers may split a decoded segment at
 
 
 def _segment(value: Any) -> str:
@@ -43,14 +50,21 @@ def _segment(value: Any) -> str:
 
 def _unmark(url: str) -> tuple[str, bool]:
     """The rendered target without marks, and whether every path segment an expression wrote names a
-    resource (is not empty, ``.`` or ``..``). Only the path is judged: query values may be anything."""
+    resource (see :func:`_names_resource`). Only the path is judged: query values may be anything."""
     if _MARK not in url:
         return url, True
     end = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
-    addressable = not any(
-        _MARK in segment and segment.replace(_MARK, "") in _UNNAMED for segment in url[:end].split("/")
+    addressable = all(
+        _names_resource(segment.replace(_MARK, "")) for segment in url[:end].split("/") if _MARK in segment
     )
     return url.replace(_MARK, ""), addressable
+
+
+def _names_resource(segment: str) -> bool:
+    """Whether a path segment, as a server that decodes ``%2F`` may see it, stays one step below its parent:
+    some piece non-empty, none a dot segment."""
+    pieces = _SEPARATORS.split(unquote(segment))
+    return any(pieces) and _DOTS.isdisjoint(pieces)
 
 
 def _text(value: Any) -> str:
