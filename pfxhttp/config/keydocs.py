@@ -168,7 +168,8 @@ DOCS: dict[str, dict[str, Doc]] = {
         ),
         "jwt_db_path": Doc(
             "SQLite file keeping the backend tokens of jwt_auth and backend_oidc_auth across restarts, shared "
-            "by the worker processes; its directory must exist. Absent: tokens in memory only.",
+            "by the worker processes; its directory must exist and be writable by the daemon's user (or root) "
+            "alone. Absent: tokens in memory only.",
             string(minLength=1),
         ),
         "workers": Doc(

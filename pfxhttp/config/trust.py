@@ -10,6 +10,8 @@ checked to belong to root itself. This is the rule of OpenSSH's ``StrictModes`` 
 
 The checks and the read happen on one descriptor opened with ``O_NOFOLLOW``, so the file checked is the file
 read. As any other user the file is read as before: that user's own files are theirs to trust.
+:func:`foreign_directory` also serves the token store (``server.jwt_db_path``), whose directory must be the
+daemon's or root's alone.
 """
 
 from __future__ import annotations
@@ -37,19 +39,31 @@ def foreign_write(info: os.stat_result, trusted: frozenset[int], *, sticky_ok: b
     return f"{who} may write it (mode {mode:04o})"
 
 
-def _check_directories(real: str) -> None:
-    """Every directory from ``/`` down to the parent of the resolved path ``real``, as root."""
-    root_only = frozenset({0})
-    for directory in reversed(Path(real).parents):
+def foreign_directory(real: str, trusted: frozenset[int], *, sticky_parent: bool) -> tuple[Path, str] | None:
+    """The first directory from ``/`` down to the parent of the resolved path ``real`` that a user outside
+    ``trusted`` could change, with the reason; None when there is none. Sticky directories are accepted above
+    the parent, and for the parent itself only with ``sticky_parent``. Blocking (lstat)."""
+    parents = list(reversed(Path(real).parents))
+    for directory in parents:
         info = os.lstat(directory)
         if not stat.S_ISDIR(info.st_mode):  # realpath resolved every link: this one changed meanwhile
-            raise ConfigError(f"{directory} changed while the configuration path was checked")
-        reason = foreign_write(info, root_only, sticky_ok=True)
+            return directory, "it changed while the path was checked"
+        sticky_ok = sticky_parent or directory != parents[-1]
+        reason = foreign_write(info, trusted, sticky_ok=sticky_ok)
         if reason is not None:
-            raise ConfigError(
-                f"refusing the configuration file {real} as root: its directory {directory} is not root's alone "
-                f"({reason})"
-            )
+            return directory, reason
+    return None
+
+
+def _check_directories(real: str) -> None:
+    """Every directory from ``/`` down to the parent of the resolved path ``real``, as root."""
+    found = foreign_directory(real, frozenset({0}), sticky_parent=True)
+    if found is not None:
+        directory, reason = found
+        raise ConfigError(
+            f"refusing the configuration file {real} as root: its directory {directory} is not root's alone "
+            f"({reason})"
+        )
 
 
 def read_config_bytes(path: Path, euid: int) -> bytes:
