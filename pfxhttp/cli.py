@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="FILE",
         help="configuration file (default: search /usr/local/etc/pfxhttp/, /etc/pfxhttp/, "
-        "$HOME/.pfxhttp/, ./ for pfxhttp.yml)",
+        "$HOME/.pfxhttp/, ./ for pfxhttp.yml; as root only the first two)",
     )
     parser = argparse.ArgumentParser(
         prog="pfxhttp",

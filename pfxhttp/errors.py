@@ -12,6 +12,7 @@ Every exception pfxhttp raises on purpose derives from :class:`PfxhttpError`::
     │   └── TcpTableError           a tcp_table(5) request line malformed, not ``get`` or over the cap
     ├── ReplyError                  we were about to send a reply Postfix must never see (Local)
     ├── UnaddressableKey            the key makes a URL path segment empty, '.' or '..': it names no resource
+    ├── UnsafeFileError             a file another local user could read or swap (the token store): not used
     └── BackendError                the HTTP backend or the path to it failed; ``reason`` is short and fixed
         ├── BackendTimeout          the one total deadline of a backend request expired
         ├── BackendTransportError   connect, TLS, reset, closed early
@@ -114,6 +115,11 @@ class PolicyError(ProtocolError):
 
 class TcpTableError(ProtocolError):
     """A tcp_table(5) request line that is malformed, not ``get``, or longer than the cap."""
+
+
+class UnsafeFileError(PfxhttpError):
+    """A file, or the directory holding it, that another local user could have planted, linked or could
+    replace; it is not used (the token store then keeps tokens in memory)."""
 
 
 class ReplyError(PfxhttpError):

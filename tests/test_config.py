@@ -663,6 +663,7 @@ def test_default_search_path_matches_upstream() -> None:
 
 
 def test_find_config_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The order for any user but root (for root, see tests/test_config_trust.py). 1000: some user, not root.
     system = tmp_path / "usr-local" / "pfxhttp.yml"
     etc = tmp_path / "etc" / "pfxhttp.yml"
     home = tmp_path / "home"
@@ -675,18 +676,18 @@ def test_find_config_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(cwd)
 
     with pytest.raises(ConfigError) as info:
-        find_config(None)
+        find_config(None, euid=1000)
     assert str(home / ".pfxhttp" / "pfxhttp.yml") in str(info.value)  # lists the expanded paths
     assert str(etc) in str(info.value)
 
     (cwd / "pfxhttp.yml").write_text(MINIMAL)
-    assert find_config(None) == Path("pfxhttp.yml")
+    assert find_config(None, euid=1000) == Path("pfxhttp.yml")
     (home / ".pfxhttp" / "pfxhttp.yml").write_text(MINIMAL)
-    assert find_config(None) == home / ".pfxhttp" / "pfxhttp.yml"
+    assert find_config(None, euid=1000) == home / ".pfxhttp" / "pfxhttp.yml"
     etc.write_text(MINIMAL)
-    assert find_config(None) == etc
+    assert find_config(None, euid=1000) == etc
     system.write_text(MINIMAL)
-    assert find_config(None) == system
+    assert find_config(None, euid=1000) == system
 
     monkeypatch.delenv("HOME")  # no HOME: that entry is skipped, not searched as a literal "$HOME"
-    assert all("$HOME" not in str(p) for p in loader.search_path())
+    assert all("$HOME" not in str(p) for p in loader.search_path(euid=1000))

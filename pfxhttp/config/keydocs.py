@@ -162,11 +162,14 @@ DOCS: dict[str, dict[str, Doc]] = {
             "Drop privileges to this user (name or numeric uid) after binding the listeners.", ACCOUNT
         ),
         "run_as_group": Doc(
-            "... and this group (name or numeric gid; default: the user's primary group).", ACCOUNT
+            "... and this group (name or numeric gid; default: the user's primary group). Only together with "
+            "run_as_user: a group alone would keep root's uid.",
+            ACCOUNT,
         ),
         "jwt_db_path": Doc(
             "SQLite file keeping the backend tokens of jwt_auth and backend_oidc_auth across restarts, shared "
-            "by the worker processes; its directory must exist. Absent: tokens in memory only.",
+            "by the worker processes; its directory must exist and be writable by the daemon's user (or root) "
+            "alone. Absent: tokens in memory only.",
             string(minLength=1),
         ),
         "workers": Doc(

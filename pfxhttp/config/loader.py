@@ -27,6 +27,7 @@ from pfxhttp.config.model import (
 )
 from pfxhttp.config.overrides import apply_overrides, overrides_from
 from pfxhttp.config.serversection import parse_server
+from pfxhttp.config.trust import read_config_bytes
 from pfxhttp.config.yamlnodes import (
     Problems,
     compose,
@@ -35,7 +36,9 @@ from pfxhttp.config.yamlnodes import (
 )
 from pfxhttp.errors import ConfigError, ConfigErrors, Location
 
-# Upstream's search order (viper AddConfigPath); "$HOME" is expanded when searching, not at import.
+# Upstream's search order (viper AddConfigPath); "$HOME" is expanded when searching, not at import. As root
+# only the absolute system entries are searched: a pfxhttp.yml planted in the working directory or in $HOME
+# (sudo keeps the caller's HOME) would otherwise run its author's configuration with root's rights.
 DEFAULT_SEARCH_PATH: tuple[Path, ...] = (
     Path("/usr/local/etc/pfxhttp/pfxhttp.yml"),
     Path("/etc/pfxhttp/pfxhttp.yml"),
@@ -47,11 +50,15 @@ TOP_KEYS = ("server", "socket_maps", "policy_services")
 TOP_DEFERRED = ("dovecot_sasl",)
 
 
-def search_path() -> tuple[Path, ...]:
-    """:data:`DEFAULT_SEARCH_PATH` with ``$HOME`` expanded now (skipped when HOME is unset)."""
+def search_path(euid: int | None = None) -> tuple[Path, ...]:
+    """:data:`DEFAULT_SEARCH_PATH` with ``$HOME`` expanded now (skipped when HOME is unset); for root
+    (``euid`` 0, default: the process's) only its absolute entries outside ``$HOME``."""
+    root = (os.geteuid() if euid is None else euid) == 0
     home = os.environ.get("HOME")
     paths: list[Path] = []
     for path in DEFAULT_SEARCH_PATH:
+        if root and (path.parts[0] == "$HOME" or not path.is_absolute()):
+            continue
         if path.parts[0] == "$HOME":
             if home:
                 paths.append(Path(home, *path.parts[1:]))
@@ -60,14 +67,15 @@ def search_path() -> tuple[Path, ...]:
     return tuple(paths)
 
 
-def find_config(explicit: str | None) -> Path:
-    """The explicit path if given (it must exist), else the first file of the search path that exists."""
+def find_config(explicit: str | None, euid: int | None = None) -> Path:
+    """The explicit path if given (it must exist), else the first file of the search path that exists
+    (:func:`search_path` for ``euid``, default: the process's)."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"configuration file {explicit} does not exist or is not a file")
         return path
-    candidates = search_path()
+    candidates = search_path(euid)
     for path in candidates:
         if path.is_file():
             return path
@@ -82,11 +90,8 @@ def load_config(
     path: Path, entry_check: EntryCheck | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
     """Read and parse ``path`` (see :func:`parse_config`). Blocking file I/O: the daemon calls it in a worker
-    thread."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from exc
+    thread. As root, a file that another user could have written is refused (:mod:`pfxhttp.config.trust`)."""
+    raw = read_config_bytes(path, os.geteuid())
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -99,6 +99,18 @@ def parse_server(item: Item, sections: dict[EntryKind, Section], problems: Probl
         elif size is not None and size > 0:  # <= 0 means the default, as upstream
             reply_size = size
     metrics = parse_metrics(keys.get("metrics"), "server.metrics", problems)
+    reported = len(problems.errors)
+    run_as_user = _account(keys.get("run_as_user"), "server.run_as_user", problems)
+    user_invalid = len(problems.errors) > reported  # already reported: no second error about it
+    run_as_group = _account(keys.get("run_as_group"), "server.run_as_group", problems)
+    if run_as_group is not None and run_as_user is None and not user_invalid:
+        # A group alone would leave uid 0, and with it every capability: that is not a privilege drop.
+        group_item = keys["run_as_group"]
+        problems.error(
+            group_item.key_node,
+            "server.run_as_group",
+            "run_as_group needs run_as_user: a group alone keeps root's uid and capabilities",
+        )
     _check_metrics_port(metrics, listeners, keys.get("metrics"), problems)
     return ServerConfig(
         listen=listeners,
@@ -112,8 +124,8 @@ def parse_server(item: Item, sections: dict[EntryKind, Section], problems: Probl
             if "worker_pool" in keys
             else None
         ),
-        run_as_user=_account(keys.get("run_as_user"), "server.run_as_user", problems),
-        run_as_group=_account(keys.get("run_as_group"), "server.run_as_group", problems),
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
         metrics=metrics,
         jwt_db_path=_db_path(keys.get("jwt_db_path"), problems),
         workers=_workers(keys.get("workers"), metrics, problems),

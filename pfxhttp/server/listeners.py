@@ -2,8 +2,10 @@
 
 trio has no unix listener helper, so a bound ``trio.socket`` is wrapped in ``trio.SocketListener``. A stale unix
 socket file left by a crashed daemon is replaced, but only if it IS a socket: a regular file or directory at that
-path is someone else's and is never deleted. mode/user/group are applied right after bind, before listen(), so
-no client can connect through looser permissions. user/group lookups are blocking (NSS) and run in a thread.
+path is someone else's and is never deleted. A unix socket is bound in a private directory next to its path,
+given mode/user/group there and renamed into place (:mod:`pfxhttp.server.unixbind`), so no client connects
+through looser permissions and no path another user controls is ever chmod-ed or chown-ed. user/group lookups
+are blocking (NSS) and run in a thread.
 
 Socket activation: a listener with ``systemd_socket_name`` takes the descriptors systemd passed under that
 ``FileDescriptorName=`` (parsed by ``pfxhttp.server.systemd.listen_fds`` and handed in as ``inherited``) instead
@@ -31,6 +33,7 @@ import trio
 
 from pfxhttp.config.model import ListenConfig, ListenType
 from pfxhttp.errors import PfxhttpError
+from pfxhttp.server.unixbind import Staging, UnixBindError
 
 # Far above what Postfix opens (its default_process_limit is 100 smtpd per service), still bounded.
 BACKLOG = 4096
@@ -95,16 +98,6 @@ async def _bind_tcp(config: ListenConfig) -> list[trio.SocketListener]:
     return await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
 
 
-def _unlink_stale(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise BindError(f"{path} exists and is not a socket; refusing to replace it")
-    os.unlink(path)
-
-
 def _ids(user: str | None, group: str | None) -> tuple[int, int]:
     uid = gid = -1
     if user:
@@ -115,23 +108,32 @@ def _ids(user: str | None, group: str | None) -> tuple[int, int]:
 
 
 async def _bind_unix(config: ListenConfig) -> list[trio.SocketListener]:
+    # Bound in a private directory, given mode and owner there, then renamed into place (unixbind explains
+    # why): never a chmod or chown of a path in a directory another user may write.
     path = config.address
-    await trio.to_thread.run_sync(_unlink_stale, path)
+    try:
+        uid, gid = await trio.to_thread.run_sync(_ids, config.user, config.group)
+    except KeyError as exc:
+        raise BindError(f"unknown user or group for {path}: {exc}") from exc
+    try:
+        staging = await trio.to_thread.run_sync(Staging.create, path)
+    except UnixBindError as exc:
+        raise BindError(str(exc)) from exc
     sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
     try:
-        await sock.bind(path)
-        if config.mode is not None:
-            os.chmod(path, config.mode)
-        if config.user or config.group:
-            try:
-                uid, gid = await trio.to_thread.run_sync(_ids, config.user, config.group)
-            except KeyError as exc:
-                raise BindError(f"unknown user or group for {path}: {exc}") from exc
-            os.chown(path, uid, gid)
-        sock.listen(BACKLOG)
+        await sock.bind(staging.bind_path)
+        sock.listen(BACKLOG)  # no other user can enter the private directory to connect before publish
+        await trio.to_thread.run_sync(staging.publish, config.mode, uid, gid)
+    except UnixBindError as exc:
+        sock.close()
+        raise BindError(str(exc)) from exc
     except BaseException:
         sock.close()
         raise
+    finally:
+        if not staging.published:
+            with trio.CancelScope(shield=True):  # the cleanup must run even when the bind was cancelled
+                await trio.to_thread.run_sync(staging.close)
     return [trio.SocketListener(sock)]
 
 
@@ -210,7 +212,10 @@ async def bind(config: ListenConfig, inherited: Mapping[str, Sequence[int]]) -> 
     except OSError as exc:
         hint = " (address already in use)" if exc.errno == errno.EADDRINUSE else ""
         raise BindError(f"cannot listen on {config.describe()}: {exc.strerror or exc}{hint}") from exc
-    addresses = [_format(lst.socket.getsockname(), lst.socket.family) for lst in listeners]
+    if config.type is ListenType.UNIX:  # getsockname() names the private directory it was bound in
+        addresses = [config.address]
+    else:
+        addresses = [_format(lst.socket.getsockname(), lst.socket.family) for lst in listeners]
     return BoundListener(config, listeners, addresses)
 
 

@@ -34,12 +34,12 @@ def resolve(user: str | None, group: str | None) -> Identity | None:
     """Look up the configured user and group (blocking NSS calls: run in a thread). None: nothing to drop to."""
     if not user and not group:
         return None
+    if not user:
+        # The configuration refuses this too: a group alone, started as root, keeps uid 0 and every capability.
+        raise PrivilegeError("run_as_group needs run_as_user: a group alone does not drop root's privileges")
     try:
-        if user:
-            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-            uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
-        else:
-            uid, gid, name = os.getuid(), os.getgid(), str(os.getuid())
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
         if group:
             gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
     except KeyError as exc:
@@ -47,11 +47,13 @@ def resolve(user: str | None, group: str | None) -> Identity | None:
     return Identity(name, uid, gid)
 
 
-def drop(identity: Identity) -> None:
-    """Become ``identity``: supplementary groups cleared, then gid, then uid. Verified afterwards."""
+def drop(identity: Identity) -> bool:
+    """Become ``identity``: supplementary groups cleared, then gid, then uid. Verified afterwards.
+
+    True when the uid changed (root gave up its privileges); False when the process already was that user."""
     if os.geteuid() != 0:
         if (os.getuid(), os.getgid()) == (identity.uid, identity.gid):
-            return  # already that user (e.g. started by systemd with User=): nothing to do
+            return False  # already that user (e.g. started by systemd with User=): nothing to do
         raise PrivilegeError(
             f"run_as_user/run_as_group need pfxhttp to start as root (running as uid {os.getuid()})"
         )
@@ -69,6 +71,8 @@ def drop(identity: Identity) -> None:
             pass
         else:
             raise PrivilegeError("privileges could be regained after dropping them; refusing to run")
+        return True
+    return False  # run_as_user is root itself: groups and gid changed, the uid and its capabilities did not
 
 
 def apply(identity: Identity | None, log: Any) -> None:
@@ -80,8 +84,13 @@ def apply(identity: Identity | None, log: Any) -> None:
             )
         return
     _preload()
-    drop(identity)
-    log.info("privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid)
+    if drop(identity):
+        log.info("privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid)
+    elif identity.uid == 0:
+        # Saying "dropped" here would hide that the daemon parses network input with every capability.
+        log.error("run_as_user is root: still running as root", user=identity.user, gid=identity.gid)
+    else:
+        log.info("already running as the configured user", user=identity.user, uid=identity.uid)
 
 
 def _preload() -> None:

@@ -1,7 +1,11 @@
 """Bearer tokens kept across restarts and shared by worker processes: SQLite in WAL mode, or memory only.
 
 The database holds live credentials (access and refresh tokens), so it is created 0600 before SQLite ever opens
-it, and an existing file and its ``-wal``/``-shm`` companions lose every group and other bit. WAL mode lets
+it, and an existing file and its ``-wal``/``-shm`` companions lose every group and other bit. Another local user
+must neither read the tokens nor feed the daemon a database: the directory must be writable by the daemon's
+user (or root) alone, since whoever can write it can plant or swap any file SQLite opens by name; the database
+and its companions must be regular files (not links: opened with ``O_NOFOLLOW``) owned by the daemon's user
+with one link. Otherwise the store is refused with one error line and tokens stay in memory. WAL mode lets
 several pfxhttp processes read while one writes (https://www.sqlite.org/wal.html); ``busy_timeout`` makes a
 writer wait for another's lock instead of failing at once.
 
@@ -18,6 +22,7 @@ read-only for the daemon from then on.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import sqlite3
 import stat
@@ -28,6 +33,8 @@ from typing import Any, TypeVar
 import trio
 
 from pfxhttp.backend.auth.tokens import Token
+from pfxhttp.config.trust import foreign_directory
+from pfxhttp.errors import UnsafeFileError
 
 SCHEMA_VERSION = 1  # kept in PRAGMA user_version; a newer file is left alone (memory only), never rewritten
 # How long a write waits for another process's lock. Only the cold path (a token request) touches the store.
@@ -63,16 +70,52 @@ def _restrict(fd: int) -> None:
         os.fchmod(fd, mode & _MODE)
 
 
-def _restrict_companions(path: str) -> None:
+# O_NOFOLLOW: a symbolic link planted at the path is refused (ELOOP), never followed to someone else's file.
+# O_NONBLOCK: a FIFO planted there must not hang the opening thread; it is refused as not a regular file.
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def _open_own(path: str, flags: int) -> int:
+    """A descriptor on ``path``, a regular file of ours with one link (else UnsafeFileError), its group and
+    other bits cleared."""
+    try:
+        fd = os.open(path, flags | _OPEN_FLAGS, _MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFileError(f"{path} is a symbolic link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        euid = os.geteuid()
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{path} is not a regular file")
+        if info.st_uid != euid:
+            raise UnsafeFileError(f"{path} belongs to uid {info.st_uid}, not to this process's uid {euid}")
+        if info.st_nlink != 1:  # a hard link elsewhere would let its directory's users read the tokens
+            raise UnsafeFileError(f"{path} has {info.st_nlink} hard links")
+        _restrict(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_companions(path: str) -> None:
     for suffix in _COMPANIONS:
         try:
-            fd = os.open(path + suffix, os.O_RDONLY | os.O_CLOEXEC)
+            fd = _open_own(path + suffix, os.O_RDONLY)
         except FileNotFoundError:
             continue
-        try:
-            _restrict(fd)
-        finally:
-            os.close(fd)
+        os.close(fd)
+
+
+def _check_directory(path: str) -> None:
+    """Refuse a directory (or one above it) that a user other than this process's or root could write."""
+    real = os.path.realpath(path)
+    found = foreign_directory(real, frozenset({0, os.geteuid()}), sticky_parent=False)
+    if found is not None:
+        directory, reason = found
+        raise UnsafeFileError(f"the directory {directory} is not this user's alone ({reason})")
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -94,19 +137,17 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 def _connect(path: str) -> sqlite3.Connection:
     """Create (0600) or open the database, switch it to WAL and check the schema. Blocking."""
+    _check_directory(path)  # first: in a directory only we may write, no one can swap a file after its check
     # os.open with O_CREAT and 0o600 means the file never exists with wider permissions, whatever the umask.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _MODE)
-    try:
-        _restrict(fd)
-    finally:
-        os.close(fd)
+    os.close(_open_own(path, os.O_RDWR | os.O_CREAT))
+    _check_companions(path)  # left by an earlier run: SQLite would open them by name
     # check_same_thread=False: calls come from trio's worker threads, serialized by TokenStore's lock.
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL").fetchone()
         db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a lost last write is just a new login
         _migrate(db)
-        _restrict_companions(path)
+        _check_companions(path)
     except BaseException:
         db.close()
         raise
@@ -208,7 +249,8 @@ class TokenStore:
         assert self._path is not None
         try:
             self._db = await trio.to_thread.run_sync(_connect, self._path)
-        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        # ValueError: a NUL byte in the path. UnsafeFileError: another user could read or swap the files.
+        except (sqlite3.Error, OSError, ValueError, UnsafeFileError) as exc:
             self._log.error(
                 "token store unusable, keeping tokens in memory only",
                 path=self._path,
