@@ -10,6 +10,8 @@ memory at the cap is measured by bench/body_rss.py and checked through the daemo
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import trio
 
@@ -158,3 +160,23 @@ def test_body_cap_bad_values_name_the_key_and_line(value: str) -> None:
     message = str(info.value)
     assert "t.yml:4:" in message
     assert "server.http_client.max_response_body_size" in message
+
+
+async def test_an_idle_pooled_connection_keeps_no_response_body() -> None:
+    """Before: each idle keep-alive connection held its last body until its next use (up to the cap times
+    max_idle_connections, besides the memory of the lookups in flight). The body is small enough to arrive
+    in one read, so the bytes object the client returns is the one it would keep."""
+    body = b'{"v":"' + b"x" * 4000 + b'"}'
+
+    async def script(conn: ScriptedConnection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response_bytes(200, body))
+
+    with trio.fail_after(10):
+        async with scripted_server(script) as server, client() as http:
+            response = await http.request(post(server.url()), b"")
+            received = response.body
+            del response
+            holders = [ref for ref in gc.get_referrers(received) if isinstance(ref, list | tuple)]
+    assert received == body
+    assert holders == []

@@ -237,6 +237,9 @@ class Http11Connection:
         if self._decoder is not None:
             self._decoder.finish()
         response = self._response = HttpResponse(self._status, tuple(self._headers), b"".join(self._body))
+        # Dropped now, not at the next exchange: a pooled idle connection must not keep its last body (or the
+        # pieces of a chunked one, ~50 bytes of overhead each) while the lookup parses it, nor after.
+        self._body = []
         return response
 
     # --- llhttp callbacks (httptools looks them up once, when the parser is made) ---
