@@ -7,8 +7,9 @@ while the kernel copies), and keeps the client's socket full: every read finds d
 what a backend on a fast link does that streams endless trailers, chunk framing or tiny chunks.
 
 Per connection: read one request (its head and a Content-Length body), send ``head``, then ``block`` again
-and again until ``total`` bytes of blocks went out, then ``tail``; stop early when the client hangs up. Every
-loop is bounded in count and every socket operation in time, and ``close`` ends the thread.
+and again until ``total`` bytes of blocks went out, then ``tail``; stop early when the client hangs up. With
+``ssl_context`` it speaks TLS (an https:// backend). Every loop is bounded in count and every socket
+operation in time, and ``close`` ends the thread.
 
     with Firehose(head, block, total=8 << 20, tail=b"\\r\\n") as server:
         ... server.url("/path") ... server.sent ...
@@ -17,6 +18,7 @@ loop is bounded in count and every socket operation in time, and ``close`` ends 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -30,8 +32,18 @@ _LOOP_BOUND = 1_000_000
 class Firehose:
     """``head`` + ``block`` * n + ``tail`` per connection; ``sent`` counts block bytes across connections."""
 
-    def __init__(self, head: bytes, block: bytes, *, total: int, tail: bytes = b"", seconds: float = 30.0):
+    def __init__(
+        self,
+        head: bytes,
+        block: bytes,
+        *,
+        total: int,
+        tail: bytes = b"",
+        seconds: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.head, self.block, self.total, self.tail, self.seconds = head, block, total, tail, seconds
+        self._ssl_context = ssl_context
         self.sent = 0
         self.connections = 0
         self.finished = 0  # connections that got their tail: the client read the whole response
@@ -42,7 +54,8 @@ class Firehose:
         self._thread = threading.Thread(target=self._serve, name="firehose", daemon=True)
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def __enter__(self) -> Firehose:
         self._thread.start()
@@ -66,13 +79,15 @@ class Firehose:
             except TimeoutError:
                 continue
             self.connections += 1
-            with conn:
-                conn.settimeout(_IO_TIMEOUT)
-                try:
+            conn.settimeout(_IO_TIMEOUT)
+            try:
+                if self._ssl_context is not None:
+                    conn = self._ssl_context.wrap_socket(conn, server_side=True)
+                with conn:
                     if self._read_request(conn):
                         self._answer(conn, end)
-                except OSError:
-                    pass  # the client hung up or reset: what a client that gives up does
+            except OSError:  # ssl.SSLError too
+                conn.close()  # the client hung up or reset: what a client that gives up does
 
     def _read_request(self, conn: socket.socket) -> bool:
         data = b""

@@ -11,9 +11,12 @@ memory at the cap is measured by bench/body_rss.py and checked through the daemo
 from __future__ import annotations
 
 import gc
+import ssl
+from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
 from pfxhttp.backend.pool import HttpClient, HttpResponse
@@ -122,6 +125,23 @@ async def test_deadline_holds_while_data_keeps_arriving() -> None:
     error, _ = await flood(CHUNKED_HEAD, block, b"0\r\n\r\n", 64 << 20, timeout=0.1, body_cap=8 << 20)
     assert isinstance(error, BackendTimeout), error
     assert error.reason == "backend timeout"
+
+
+async def test_deadline_holds_while_data_keeps_arriving_over_tls(tmp_path: Path) -> None:
+    """Over TLS the deadline is a cancel scope, which trio's SSLStream honours at every receive."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    tls = TlsConfig(enabled=True, root_ca=str(tmp_path / "ca.pem"))
+    block = b"1\r\nx\r\n" * 10000
+    with Firehose(CHUNKED_HEAD, block, total=64 << 20, tail=b"0\r\n\r\n", ssl_context=context) as server:
+        with trio.fail_after(20):
+            config = HttpClientConfig(timeout=0.1, max_response_body_size=8 << 20)
+            async with HttpClient(config, tls) as http:
+                with pytest.raises(BackendTimeout):
+                    await http.request(post(server.url()), b"{}")
+    assert server.finished == 0
 
 
 async def test_body_at_the_default_cap_is_read_and_one_byte_more_is_refused() -> None:
