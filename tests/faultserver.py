@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 import orjson
 import trio
 
-# pool.HttpClient's default max_body_size; the configuration has no key for it, so the suite checks the
-# daemon's client still uses this value instead of configuring a smaller cap.
-BODY_CAP = 16 * 1024 * 1024
+from pfxhttp.config import DEFAULT_MAX_RESPONSE_BODY_SIZE
+
+# The default of server.http_client.max_response_body_size: the suite's config leaves the key out, and checks
+# that the daemon's client uses this value, which the huge bodies are sized on.
+BODY_CAP = DEFAULT_MAX_RESPONSE_BODY_SIZE
 DAEMON_TIMEOUT = 0.3  # the http_client.timeout the suite configures: a DELAY or SLOW_DRIP outlasts it
 DRIP_STEP = 0.03  # seconds between dripped bytes: even the shortest drip takes well over DAEMON_TIMEOUT
 _LOOP_BOUND = 100_000  # every loop here is bounded
@@ -85,7 +87,7 @@ class Bait(enum.Enum):
     WRONG = "wrong"
 
 
-# Relative weights. The expensive faults (huge bodies, bombs: the daemon reads or inflates 16 MiB) are rare;
+# Relative weights. The expensive faults (huge bodies, bombs: the daemon reads or inflates past the cap) are rare;
 # the slow ones (delay, drip: a client waits the whole deadline) are few enough to keep the run short.
 DEFAULT_WEIGHTS: Mapping[Fault, float] = {
     Fault.ANSWER: 36,

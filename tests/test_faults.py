@@ -93,7 +93,7 @@ class Reply(enum.Enum):
 FAULT_REPLIES = {"socketmap": {Reply.TEMP, Reply.TIMEOUT, Reply.PERM}, "policy": {Reply.ERROR_ACTION}}
 # The contract table's row per fault (socketmap); policy has the one error action for every fault. A delay or
 # a drip must meet the deadline; every other fault is TEMP by its row, or TIMEOUT when the one deadline
-# strikes first (a 16 MiB body over TLS, a retry after a reset, a busy loop): which comes first is timing.
+# strikes first (a body past the cap over TLS, a retry after a reset, a busy loop): which comes first is timing.
 CONTRACT_STATUS: Mapping[Fault, set[Reply]] = {Fault.DELAY: {Reply.TIMEOUT}, Fault.SLOW_DRIP: {Reply.TIMEOUT}}
 OTHER_FAULT_STATUS = {Reply.TEMP, Reply.TIMEOUT}
 

@@ -63,7 +63,7 @@ async def exchange(
     with trio.fail_after(5):
         async with (
             scripted_server(script) as server,
-            HttpClient(HttpClientConfig(), TlsConfig(), max_body_size=max_body_size) as http,
+            HttpClient(HttpClientConfig(max_response_body_size=max_body_size), TlsConfig()) as http,
         ):
             for _ in answers:
                 try:

@@ -27,6 +27,7 @@ def client(**kwargs: object) -> HttpClient:
         "max_idle_connections",
         "max_idle_connections_per_host",
         "idle_connection_timeout",
+        "max_response_body_size",
     }
     config = HttpClientConfig(**{k: v for k, v in kwargs.items() if k in config_keys})  # type: ignore[arg-type]
     extra = {k: v for k, v in kwargs.items() if k not in config_keys}
@@ -349,7 +350,10 @@ async def test_body_too_large_by_content_length_up_front() -> None:
         await trio.sleep_forever()
 
     with trio.fail_after(5):
-        async with scripted_server(script) as server, client(timeout=30.0, max_body_size=1000) as http:
+        async with (
+            scripted_server(script) as server,
+            client(timeout=30.0, max_response_body_size=1000) as http,
+        ):
             with pytest.raises(BackendBodyTooLarge) as info:
                 await http.request(post(server), b"")
     assert info.value.reason == "response too large"
@@ -364,18 +368,21 @@ async def test_body_too_large_chunked() -> None:
         await trio.sleep_forever()
 
     with trio.fail_after(5):
-        async with scripted_server(script) as server, client(timeout=30.0, max_body_size=1000) as http:
+        async with (
+            scripted_server(script) as server,
+            client(timeout=30.0, max_response_body_size=1000) as http,
+        ):
             with pytest.raises(BackendBodyTooLarge):
                 await http.request(post(server), b"")
 
 
 async def test_body_too_large_read_until_close() -> None:
     with pytest.raises(BackendBodyTooLarge):
-        await one_response(b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 5000, max_body_size=4096)
+        await one_response(b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 5000, max_response_body_size=4096)
 
 
 async def test_body_exactly_at_cap_is_fine() -> None:
-    response, _ = await one_response(response_bytes(200, b"y" * 4096), max_body_size=4096)
+    response, _ = await one_response(response_bytes(200, b"y" * 4096), max_response_body_size=4096)
     assert len(response.body) == 4096
 
 

@@ -7,6 +7,13 @@ chunked bodies are read to their end, and a response with neither is read until 
 gzip-coded response body is inflated as it arrives (``contentcoding``); a body without Content-Encoding
 takes no extra step.
 
+A hostile backend can send without end, so everything it sends counts against a limit: the header section
+and the trailer section of a chunked body share one budget (``max_header``), as do chunk framing bytes that
+arrive without any body data (llhttp skips chunk extensions without limit); the body has its own cap
+(``max_body``); and the deadline is checked after every read that leaves the response incomplete, since a
+backend that sends faster than we parse never makes a read wait (rawio checks deadlines only on waits).
+Trailer fields are counted and dropped, never merged into the headers (RFC 9110 section 6.5.1).
+
 Foreign exceptions become pfxhttp errors in exactly one table (``TRANSPORT_ERRORS``) so that the callers see
 only the ``BackendError`` tree; the detail goes into the message, never into ``reason``.
 """
@@ -73,6 +80,7 @@ class Http11Connection:
         "_response",
         "_sock",
         "_status",
+        "_tail_size",
         "got_bytes",
         "idle_since",
         "reusable",
@@ -108,6 +116,7 @@ class Http11Connection:
         self._decoder: GzipDecoder | None = None
         self._body: list[bytes] = []
         self._body_size = 0
+        self._tail_size = 0  # bytes read after the header section without a body byte since (see _feed)
         self._response: HttpResponse | None = None
         self._extra = False
         self._proto_seen = 0  # bytes of "HTTP/" checked at the start of this response
@@ -157,15 +166,22 @@ class Http11Connection:
                 break
             self.got_bytes = True
             response = self._feed(chunk)
+            # Only where the response is still incomplete: the usual answer arrives in one read and pays no
+            # clock call. TLS has no deadline argument; its cancel scope acts at every receive.
+            if response is None and deadline and trio.current_time() >= deadline[0]:
+                raise trio.TooSlowError
         self.reusable = self.reusable and send_error is None and not self._extra
         return response
 
     def _feed(self, chunk: bytes | bytearray) -> HttpResponse | None:
         if self._proto_seen < _PROTO_LEN:
             self._check_protocol(chunk)
+        body_before = -1  # the header section is still being read
         if not self._headers_done:
             # Counted before parsing so that a header line without end cannot grow httptools' buffer.
             self._head_size += len(chunk)
+        else:
+            body_before = self._body_size
         try:
             self._parser.feed_data(chunk)
         except httptools.HttpParserCallbackError as exc:
@@ -183,6 +199,16 @@ class Http11Connection:
             self._extra = True  # garbage after a complete response: answer it, never reuse the connection
         if not self._headers_done and self._head_size > self._max_header:
             raise BackendProtocolError(f"response header block over {self._max_header} bytes")
+        if body_before == self._body_size and self._response is None:
+            # A read without one body byte, after the header section: chunk framing or the trailer section.
+            # Counted whole, as the header section is, so that neither a trailer line without end (httptools
+            # joins its pieces in memory) nor endless chunk extensions outlast the budget. Body data resets
+            # the count: framing between chunks of data is bounded by the body cap.
+            self._tail_size += len(chunk)
+            if self._tail_size > self._max_header:
+                raise BackendProtocolError(
+                    f"response trailer section or chunk framing over {self._max_header} bytes"
+                )
         return self._response
 
     def _check_protocol(self, chunk: bytes | bytearray) -> None:
@@ -211,6 +237,9 @@ class Http11Connection:
         if self._decoder is not None:
             self._decoder.finish()
         response = self._response = HttpResponse(self._status, tuple(self._headers), b"".join(self._body))
+        # Dropped now, not at the next exchange: a pooled idle connection must not keep its last body (or the
+        # pieces of a chunked one, ~50 bytes of overhead each) while the lookup parses it, nor after.
+        self._body = []
         return response
 
     # --- llhttp callbacks (httptools looks them up once, when the parser is made) ---
@@ -228,9 +257,17 @@ class Http11Connection:
         self._fields_size += len(status) + 15  # plus "HTTP/1.1 200 " and CRLF
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields_size += len(name) + len(value) + 4
+        if self._headers_done:
+            # A trailer field (chunked body): it counts against the budget of the header section it follows
+            # and is dropped; it must not reframe or recode a body that has already been read.
+            if self._fields_size > self._max_header:
+                raise BackendProtocolError(
+                    f"response header and trailer sections over {self._max_header} bytes"
+                )
+            return
         name = name.lower()
         self._headers.append((name, value))
-        self._fields_size += len(name) + len(value) + 4
         if name == b"content-length":
             # llhttp has checked the digits and refused conflicting duplicates already.
             self._content_length = int(value)
@@ -270,6 +307,7 @@ class Http11Connection:
         if not self._headers_done:
             raise BackendProtocolError("body in an interim (1xx) response")
         self._body_size += len(body)
+        self._tail_size = 0
         if self._body_size > self._max_body:
             raise BackendBodyTooLarge(f"response body over the {self._max_body} byte cap")
         if self._decoder is None:

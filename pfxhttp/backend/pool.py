@@ -250,14 +250,13 @@ class HttpClient:
         config: HttpClientConfig,
         tls: TlsConfig,
         *,
-        max_body_size: int = 16 * 1024 * 1024,
         max_header_size: int = 65536,
     ) -> None:
         self.timeout = config.timeout
         self.max_per_host = config.max_connections_per_host
         self.max_idle_per_host = config.max_idle_connections_per_host
         self.idle_timeout = config.idle_connection_timeout
-        self.max_body_size = max_body_size
+        self.max_body_size = config.max_response_body_size
         self.max_header_size = max_header_size
         self.closed = False
         # Built now, for https targets alone but always: a bad root_ca/cert/key is a load-time ConfigError,
@@ -273,8 +272,8 @@ class HttpClient:
 
         One deadline (``timeout``) covers waiting for a slot, connecting, TLS, writing and reading. The body
         is gzipped when ``prepared.gzip_request`` says so (``PreparedRequest.wire``); a gzip-coded response
-        comes back inflated, within ``max_body_size`` both coded and inflated. Raises BackendTimeout,
-        BackendTransportError, BackendProtocolError or BackendBodyTooLarge.
+        comes back inflated, within ``max_body_size`` (``http_client.max_response_body_size``) both coded and
+        inflated. Raises BackendTimeout, BackendTransportError, BackendProtocolError or BackendBodyTooLarge.
         """
         if self.closed:
             raise BackendTransportError("HTTP client closed")

@@ -18,7 +18,8 @@ Errors are trio's, as from a ``trio.SocketStream``: a failed syscall raises ``Br
 Deadlines: ``deadline`` (trio clock) bounds only the waits, and a cancel scope is entered only when a wait is
 needed: a trio cancel scope costs about 6 us to enter and leave, more than the rest of the I/O of a lookup,
 and most backend exchanges never wait (the answer is there after the yield that follows the send). A wait that
-reaches the deadline raises ``trio.TooSlowError``. Time spent running is bounded anyway, so the deadline holds.
+reaches the deadline raises ``trio.TooSlowError``. Reads that never wait (a peer sending faster than we parse)
+never see the deadline here: the caller checks the clock between reads (``http11``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pfxhttp.config.loader import (
 )
 from pfxhttp.config.model import (
     DEFAULT_HTTP_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BODY_SIZE,
     DEFAULT_POLICY_ERROR_ACTION,
     DEFAULT_SOCKETMAP_MAX_REPLY_SIZE,
     BasicAuth,
@@ -44,6 +45,7 @@ from pfxhttp.config.values import parse_duration
 
 __all__ = [
     "DEFAULT_HTTP_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BODY_SIZE",
     "DEFAULT_POLICY_ERROR_ACTION",
     "DEFAULT_SEARCH_PATH",
     "DEFAULT_SOCKETMAP_MAX_REPLY_SIZE",

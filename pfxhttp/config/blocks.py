@@ -50,6 +50,10 @@ MAX_BREAKER_FAILURES = 1_000_000
 MAX_POOL_SIZE = 16384  # upstream's validation bound for the connection-pool sizes
 MAX_HTTP_DURATION = 3600.0  # upstream bounds timeout and idle_connection_timeout to 1h
 MAX_REPLY_SIZE = 1_000_000_000  # upstream's bound for socketmap_max_reply_size
+# server.http_client.max_response_body_size: below 1 KiB even a small JSON answer is refused (and 256 meant as
+# KiB is caught); 1 GiB parses to tens of GB, far past any sane memory limit.
+MIN_RESPONSE_BODY_SIZE = 1024
+MAX_RESPONSE_BODY_SIZE = 1 << 30
 # server.workers: processes on the same listening sockets. Each holds its own HTTP connection pools and
 # caches, so more than a few per CPU only multiplies backend connections; 64 catches a typo.
 MAX_WORKER_PROCESSES = 64

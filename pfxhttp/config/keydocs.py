@@ -237,6 +237,13 @@ DOCS: dict[str, dict[str, Doc]] = {
             "Seconds a pooled keep-alive connection may stay idle; 0 = never closed; at most 1h.",
             duration(_HTTP.idle_connection_timeout, maximum=blocks.MAX_HTTP_DURATION),
         ),
+        "max_response_body_size": Doc(
+            "Bytes of one backend response body, as sent and inflated; a larger body is a TEMP error. A JSON "
+            "body takes up to about 40 times its size in memory once parsed: raise MemoryMax= with it.",
+            integer(
+                blocks.MIN_RESPONSE_BODY_SIZE, blocks.MAX_RESPONSE_BODY_SIZE, _HTTP.max_response_body_size
+            ),
+        ),
     },
     "tls": {
         "enabled": Doc("Apply the settings below to https targets.", boolean(_TLS.enabled)),

@@ -15,6 +15,13 @@ from pfxhttp.errors import Location
 
 DEFAULT_SOCKETMAP_MAX_REPLY_SIZE = 100_000
 DEFAULT_HTTP_TIMEOUT = 10.0
+# The response body cap (server.http_client.max_response_body_size). A JSON body parses to up to ~40 bytes of
+# Python objects per byte (orjson on CPython 3.11, ``[{}]`` repeated). Peak RSS of a daemon that idles at
+# 37 MiB, for one such body (bench/body_rss.py): 42 MiB at 128 KiB, 47 MiB at 256 KiB, 77 MiB at 1 MiB and
+# 675 MiB at the former fixed 16 MiB. systemd/pfxhttp.service sets MemoryMax=50M for a daemon of ~40 MB
+# (~45 MB with jwt_auth or backend_oidc_auth): 128 KiB fits that, and still holds a JSON answer carrying a
+# socketmap value at Postfix's default reply limit (100000 bytes).
+DEFAULT_MAX_RESPONSE_BODY_SIZE = 128 * 1024
 
 
 class ListenKind(enum.Enum):
@@ -119,6 +126,8 @@ class HttpClientConfig:
     max_idle_connections: int = 100
     max_idle_connections_per_host: int = 100
     idle_connection_timeout: float = 90.0  # seconds a pooled keep-alive connection may stay idle
+    # Bytes of one response body, as sent (coded) and inflated; a larger one is TEMP "response too large".
+    max_response_body_size: int = DEFAULT_MAX_RESPONSE_BODY_SIZE
 
 
 @dataclass(frozen=True, slots=True)

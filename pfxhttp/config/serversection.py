@@ -11,7 +11,9 @@ from pfxhttp.config.blocks import (
     MAX_HTTP_DURATION,
     MAX_POOL_SIZE,
     MAX_REPLY_SIZE,
+    MAX_RESPONSE_BODY_SIZE,
     MAX_WORKER_PROCESSES,
+    MIN_RESPONSE_BODY_SIZE,
     bounded_int,
     duration,
     parse_metrics,
@@ -72,6 +74,7 @@ HTTP_CLIENT_KEYS = (
     "max_idle_connections",
     "max_idle_connections_per_host",
     "idle_connection_timeout",
+    "max_response_body_size",
 )
 HTTP_CLIENT_DEFERRED = ("proxy",)
 # skip_verify is today's spelling; http_client_skip_verify the older one. Either sets it.
@@ -239,10 +242,18 @@ def _http_client(item: Item | None, problems: Problems) -> HttpClientConfig:
         "max_connections_per_host": defaults.max_connections_per_host,
         "max_idle_connections": defaults.max_idle_connections,
         "max_idle_connections_per_host": defaults.max_idle_connections_per_host,
+        "max_response_body_size": defaults.max_response_body_size,
     }
     for key, entry in keys.items():
         key_path = join(path, key)
-        if key in seconds:
+        if key == "max_response_body_size":
+            # Not upstream's: no "0 = no limit" as for the pool sizes, since an unbounded body is what it guards.
+            size = bounded_int(
+                entry.value, key_path, problems, MIN_RESPONSE_BODY_SIZE, MAX_RESPONSE_BODY_SIZE
+            )
+            if size is not None:
+                counts[key] = size
+        elif key in seconds:
             seconds_value = duration(entry.value, key_path, problems)
             if seconds_value is not None and seconds_value > MAX_HTTP_DURATION:
                 problems.error(entry.value, key_path, "must not exceed 1h")
@@ -260,6 +271,7 @@ def _http_client(item: Item | None, problems: Problems) -> HttpClientConfig:
         max_connections_per_host=counts["max_connections_per_host"],
         max_idle_connections=counts["max_idle_connections"],
         max_idle_connections_per_host=counts["max_idle_connections_per_host"],
+        max_response_body_size=counts["max_response_body_size"],
     )
 
 
