@@ -160,7 +160,8 @@ async def test_accepting_pauses_while_every_connection_is_being_answered(
         async with trio.open_nursery() as clients:
             clients.start_soon(lookup, "slow", "s1")  # the backend answers after 5 s; the timeout is 1 s
             clients.start_soon(lookup, "slow", "s2")
-            await until(lambda: daemon.server.context.registry.busy() == 2, "both slow requests answered")
+            await until(lambda: backend.count("/slow") == 2, "both slow requests with the backend")
+            assert daemon.server.context.registry.busy() == 2
             clients.start_soon(lookup, "echo", "late")  # waits in the listen backlog: none can be closed
             while len(order) < 3:
                 most = max(most, counted(daemon))
@@ -221,7 +222,7 @@ async def http_exchange(
     while True:  # bounded by the caller's fail_after
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
+            conn.receive_data(bytes(await stream.receive_some(65536)))
         elif isinstance(event, h11.Response):
             status, found = event.status_code, {k.decode().lower(): v.decode() for k, v in event.headers}
         elif isinstance(event, h11.EndOfMessage):

@@ -65,8 +65,8 @@ class Connection:
 
     def __init__(self, idle_timeout: float, listener: tuple[object, ...] = ()) -> None:
         self.scope = trio.CancelScope()
-        self.state = ConnState.ANSWERING
-        self.since = 0.0  # trio clock: when the current waiting state began (its deadline counts from it)
+        self.state = ConnState.IDLE  # a new connection waits for its first request
+        self.since = trio.current_time()  # when the current waiting state began (its deadline counts from it)
         self.idle_timeout = idle_timeout
         self.listener = listener  # ListenConfig.identity() of the listener that accepted it
         self.stopping = False  # close after the current request (shutdown, or its listener was removed)
