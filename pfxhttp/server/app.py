@@ -7,9 +7,9 @@ current request until the grace deadline, then cancels what is left. Concurrency
 connection: an idle Postfix connection is one parked task and costs active ones nothing.
 
 The number of open connections is limited (``server.max_connections``, a listener's ``max_connections``, and
-never above what RLIMIT_NOFILE leaves, pfxhttp.server.limits). An accept loop waits until a connection is
-pending, makes room for it (pfxhttp.server.registry: the longest-waiting connection is closed at a limit), and
-only then accepts; it pauses while no connection can be closed, leaving new ones in the listen backlog.
+never above what RLIMIT_NOFILE leaves, pfxhttp.server.limits). An accept loop makes room for each new
+connection (pfxhttp.server.registry: at a limit the longest-waiting connection is closed) before it serves
+one; it pauses while no connection can be closed, leaving new ones in the listen backlog.
 """
 
 from __future__ import annotations
@@ -160,10 +160,6 @@ class Server:
         registry = self.context.registry
         identity = bound.config.identity()
         while True:
-            # Make room only for a connection that is there: wait for one first, then for room (closing the
-            # longest-waiting connection, or pausing while none can be closed), then accept.
-            await trio.lowlevel.wait_readable(listener.socket)
-            await registry.wait_for_room(identity, lambda: bound.config.max_connections, self.max_connections)
             try:
                 stream = await listener.accept()
             except OSError as exc:
@@ -173,8 +169,26 @@ class Server:
                 registry.evict_longest_waiting()  # frees a descriptor unless every connection is busy
                 await trio.sleep(ACCEPT_BACKOFF)
                 continue
+            # Room for it: at a limit the longest-waiting connection is closed; while none can be, accepting
+            # pauses with this one held (its request waits in its socket, as the next ones in the backlog).
+            # Making room before accepting would close a connection before one arrives (or cost an epoll
+            # wait for readiness per accept, which under a flood kept Postfix's connections in the backlog).
+            try:
+                await registry.wait_for_room(
+                    identity, lambda: bound.config.max_connections, self.max_connections
+                )
+            except BaseException:
+                stream.socket.close()  # synchronous: safe under cancellation (stop_accepting, shutdown)
+                raise
             # bound.config, read per connection: a reload may replace it with the new file's (same identity).
-            nursery.start_soon(serve_connection, stream, self.context, bound.config)
+            # Registered here, not in its task: the next accept may come before that task first runs.
+            conn = self.context.register(bound.config)
+            try:
+                nursery.start_soon(serve_connection, stream, self.context, bound.config, conn)
+            except BaseException:
+                registry.discard(conn)
+                stream.socket.close()
+                raise
 
     def _accept_failed(self, bound: BoundListener, exc: OSError) -> None:
         self._accept_failures += 1

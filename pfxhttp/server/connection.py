@@ -212,6 +212,13 @@ class ServerContext:
     def runtime(self) -> Runtime:
         return self._runtime
 
+    def register(self, listener: ListenConfig) -> Connection:
+        """A new connection of ``listener``, counted against the limits from now on."""
+        conn = Connection(self.idle_timeouts[listener.kind], listener.identity())
+        conn.stopping = self.registry.stopping  # accepted just as the stop began
+        self.registry.add(conn)
+        return conn
+
     def swap(self, runtime: Runtime) -> Runtime:
         """A reload: later requests use ``runtime``; requests already running keep the one they started with.
         Returns the previous runtime (to retire)."""
@@ -233,11 +240,13 @@ _PROTOCOLS: dict[ListenKind, Callable[[ServerContext, ListenConfig, Any], tuple[
 }
 
 
-async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig) -> None:
-    """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all."""
-    conn = Connection(ctx.idle_timeouts[listener.kind], listener.identity())
-    conn.stopping = ctx.registry.stopping  # accepted just as the stop began
-    ctx.registry.add(conn)
+async def serve_connection(
+    stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig, conn: Connection | None = None
+) -> None:
+    """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all.
+    ``conn``: its registration, when the accept loop made it (``ServerContext.register``)."""
+    if conn is None:
+        conn = ctx.register(listener)
     meter = ctx.listener_meter(listener)  # metrics
     if meter is not None:
         meter.connections.inc()

@@ -27,6 +27,7 @@ bounds; the pending connections wait in the listen backlog meanwhile (no accept/
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -43,6 +44,10 @@ WRITE_TIMEOUT = 10.0
 # finished its request and now waits on its client can be closed to make room, and that change is not
 # signalled (it happens on every request: too hot a path to wake waiters from).
 PAUSE_POLL = 0.05
+# Finding the longest-waiting connection is a scan of them all; under a flood it would run for every accept.
+# One scan picks this many, oldest first, to be closed by the next accepts: each is closed only if it has
+# waited on since (a connection that got a request meanwhile is skipped), so they are still the oldest.
+EVICTION_BATCH = 32
 
 
 class ConnState(enum.Enum):
@@ -84,6 +89,8 @@ class ConnectionRegistry:
         self.write_timeout = write_timeout
         self.stopping = False
         self.evictions = 0  # connections closed to make room, since start (logged, and read by tests)
+        # The server-wide limit's next victims, oldest last (popped): (since, connection) as chosen.
+        self._candidates: list[tuple[float, Connection]] = []
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -140,9 +147,26 @@ class ConnectionRegistry:
                 if not self._evict_one(c for c in self._connections if c.listener == listener):
                     return False
         while self._counted.total() >= server_limit:
-            if not self._evict_one(self._connections):
+            if not self._evict_candidate():
                 return False
         return True
+
+    def _evict_candidate(self) -> bool:
+        """Close the longest-waiting connection of all, through the batch of candidates (EVICTION_BATCH)."""
+        for _ in range(2):  # the batch at hand, else one fresh scan
+            while self._candidates:
+                since, conn = self._candidates.pop()
+                if conn.evicted or conn.state not in WAITING or conn.since != since:
+                    continue  # closed, or busy, or it has been active since it was chosen
+                if conn in self._connections:
+                    self._evict(conn)
+                    return True
+            waiting = [
+                (conn.since, conn) for conn in self._connections if conn.state in WAITING and not conn.evicted
+            ]
+            self._candidates = heapq.nsmallest(EVICTION_BATCH, waiting, key=lambda pair: pair[0])
+            self._candidates.reverse()  # oldest last: popped first
+        return False
 
     async def wait_for_room(
         self,
@@ -157,7 +181,7 @@ class ConnectionRegistry:
 
     def evict_longest_waiting(self) -> bool:
         """Close the connection that has waited on its client the longest (to free a descriptor)."""
-        return self._evict_one(self._connections)
+        return self._evict_candidate()
 
     def _evict_one(self, candidates: Iterable[Connection]) -> bool:
         victim: Connection | None = None
@@ -166,11 +190,14 @@ class ConnectionRegistry:
                 victim = conn
         if victim is None:
             return False
+        self._evict(victim)
+        return True
+
+    def _evict(self, victim: Connection) -> None:
         victim.evicted = True
         self._uncount(victim)
         self.evictions += 1
         victim.scope.cancel()
-        return True
 
     def stop(self) -> None:
         """Close connections waiting for a request now; busy ones close after their current reply."""
