@@ -38,6 +38,7 @@ from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapRequest, SocketmapStatus
 from pfxhttp.server import privileges, systemd
 from pfxhttp.server.app import Server
+from pfxhttp.server.limits import raise_nofile_limit
 from pfxhttp.server.listeners import BindError
 from pfxhttp.server.privileges import PrivilegeError
 from pfxhttp.server.reload import reload_configuration
@@ -137,6 +138,7 @@ def _warn_workers_changed(server: Server) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    raise_nofile_limit()  # every Postfix connection is a descriptor; workers inherit the raised limit
     worker = getattr(args, "internal_worker", None)
     if worker is not None:
         return _run_worker(args, worker)

@@ -57,6 +57,8 @@ MAX_RESPONSE_BODY_SIZE = 1 << 30
 # server.workers: processes on the same listening sockets. Each holds its own HTTP connection pools and
 # caches, so more than a few per CPU only multiplies backend connections; 64 catches a typo.
 MAX_WORKER_PROCESSES = 64
+# max_connections: each connection is a file descriptor; Linux's default fs.nr_open is 1048576.
+MAX_CONNECTIONS = 1_048_576
 DEFAULT_RESPONSE_CACHE_TTL = ResponseCacheConfig().ttl
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 

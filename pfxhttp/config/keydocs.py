@@ -176,6 +176,12 @@ DOCS: dict[str, dict[str, Doc]] = {
             "Processes serving the same listening sockets (pre-fork); reload and stop act on all of them.",
             integer(1, blocks.MAX_WORKER_PROCESSES, _SERVER.workers),
         ),
+        "max_connections": Doc(
+            "Open Postfix connections per process, all listeners together. At the limit a new connection closes "
+            "the one that has waited on its client the longest (idle, or stalled inside a request or a reply); "
+            "accepting pauses only while every connection is being answered. Capped below RLIMIT_NOFILE.",
+            integer(1, blocks.MAX_CONNECTIONS, _SERVER.max_connections),
+        ),
     },
     "listen": {
         "kind": Doc(
@@ -206,6 +212,11 @@ DOCS: dict[str, dict[str, Doc]] = {
             "instead of binding; type/address/port still describe it and are used when not socket-activated. "
             f"1 to {MAX_FD_NAME} printable ASCII characters without ':'.",
             string(FD_NAME),
+        ),
+        "max_connections": Doc(
+            "This listener's own limit on open connections, inside server.max_connections (absent: only that "
+            "one applies); at the limit a new connection closes this listener's longest-waiting one.",
+            integer(1, blocks.MAX_CONNECTIONS),
         ),
     },
     "logging": {

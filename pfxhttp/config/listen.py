@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from yaml.nodes import MappingNode, Node
 
-from pfxhttp.config.blocks import parse_worker_pool
+from pfxhttp.config.blocks import MAX_CONNECTIONS, bounded_int, parse_worker_pool
 from pfxhttp.config.entries import DEFAULTS_KEY, Section, check_keys
 from pfxhttp.config.model import EntryKind, ListenConfig, ListenKind, ListenType, WorkerPoolConfig
 from pfxhttp.config.values import check_fd_name, check_map_name, parse_octal_mode
@@ -19,6 +19,7 @@ from pfxhttp.config.yamlnodes import (
     Problems,
     as_int,
     as_str,
+    is_null,
     join,
     mapping_items,
     sequence_items,
@@ -37,6 +38,7 @@ LISTEN_KEYS = (
     "group",
     "worker_pool",
     "systemd_socket_name",
+    "max_connections",
 )
 LISTEN_DEFERRED: tuple[str, ...] = ()
 LISTEN_KINDS_DEFERRED = ("dovecot_sasl",)
@@ -50,10 +52,11 @@ NAMED_KINDS = {
 
 
 def parse_listeners(
-    item: Item, sections: dict[EntryKind, Section], problems: Problems
+    item: Item, sections: dict[EntryKind, Section], problems: Problems, server_limit: int = MAX_CONNECTIONS
 ) -> tuple[ListenConfig, ...]:
     """All supported listeners; kinds upstream has and we do not are skipped with a warning. ``sections``:
-    the parsed socket_maps and policy_services, whose entry names tcp_table and policy_service listeners use."""
+    the parsed socket_maps and policy_services, whose entry names tcp_table and policy_service listeners use;
+    ``server_limit``: server.max_connections, which a listener's own max_connections cannot usefully pass."""
     # Old releases had one listener as a mapping; newer ones a list.
     if isinstance(item.value, MappingNode):
         nodes: list[tuple[str, Node]] = [("server.listen", item.value)]
@@ -67,7 +70,7 @@ def parse_listeners(
     listeners: list[ListenConfig] = []
     seen: dict[tuple[str, int | str], str] = {}
     for path, node in nodes:
-        listener = _listener(node, path, sections, problems)
+        listener = _listener(node, path, sections, problems, server_limit)
         if listener is None:
             continue
         if listener.type is ListenType.UNIX:
@@ -86,7 +89,7 @@ def parse_listeners(
 
 
 def _listener(
-    node: Node, path: str, sections: dict[EntryKind, Section], problems: Problems
+    node: Node, path: str, sections: dict[EntryKind, Section], problems: Problems, server_limit: int
 ) -> ListenConfig | None:
     errors_before = len(problems.errors)
     items = mapping_items(node, path, problems)
@@ -147,6 +150,7 @@ def _listener(
     if "worker_pool" in keys:
         pool = parse_worker_pool(keys["worker_pool"], join(path, "worker_pool"), problems)
     port, mode = _listener_port_mode(keys, listen_type, path, problems, node)
+    max_connections = _listener_max_connections(keys.get("max_connections"), path, server_limit, problems)
     fd_name = text("systemd_socket_name")
     if fd_name is not None:
         try:
@@ -172,8 +176,24 @@ def _listener(
         group=unix_only["group"],
         worker_pool=pool,
         systemd_socket_name=fd_name,
+        max_connections=max_connections,
         location=problems.loc(node),
     )
+
+
+def _listener_max_connections(
+    item: Item | None, path: str, server_limit: int, problems: Problems
+) -> int | None:
+    """A listener's own connection limit (absent or null: only server.max_connections applies)."""
+    if item is None or is_null(item.value):
+        return None
+    key_path = join(path, "max_connections")
+    value = bounded_int(item.value, key_path, problems, 1, MAX_CONNECTIONS)
+    if value is not None and value > server_limit:
+        problems.warn(
+            item.value, key_path, f"above server.max_connections ({server_limit}), which applies first"
+        )
+    return value
 
 
 def _listener_name(

@@ -22,6 +22,13 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 # (~45 MB with jwt_auth or backend_oidc_auth): 128 KiB fits that, and still holds a JSON answer carrying a
 # socketmap value at Postfix's default reply limit (100000 bytes).
 DEFAULT_MAX_RESPONSE_BODY_SIZE = 128 * 1024
+# server.max_connections: Postfix's default_process_limit is 100 processes per service. A busy MTA runs smtpd
+# on 25, 587 and 465 plus cleanup, trivial-rewrite and a delivery agent: about 600 processes that may each hold
+# one connection to a socketmap endpoint (Postfix shares one per endpoint and process) and 300 smtpd holding
+# one per policy service. 1024 covers that with every process busy; at about 7 KB of memory per connection it
+# also fits the 50 MB the shipped systemd unit allows. Beyond the limit the longest-waiting connection is
+# closed (pfxhttp.server.registry), so even a larger Postfix only reconnects more often.
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class ListenKind(enum.Enum):
@@ -87,6 +94,7 @@ class ListenConfig:
     # systemd socket activation: take the inherited descriptor of this name (LISTEN_FDNAMES) instead of
     # binding; type/address/port still describe it and are used when not socket-activated.
     systemd_socket_name: str | None = None
+    max_connections: int | None = None  # this listener's own limit on open connections, inside the server's
     location: Location | None = None
 
     def identity(self) -> tuple[object, ...]:
@@ -256,6 +264,7 @@ class ServerConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     jwt_db_path: str | None = None  # SQLite token store shared by restarts and workers; None: memory only
     workers: int = 1  # processes serving the same listening sockets (pre-fork); 1: this process alone
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open Postfix connections per process, all listeners
 
 
 @dataclass(frozen=True, slots=True)

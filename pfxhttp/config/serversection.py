@@ -8,6 +8,7 @@ also what :mod:`pfxhttp.config.keytree` documents and the JSON Schema is built f
 from __future__ import annotations
 
 from pfxhttp.config.blocks import (
+    MAX_CONNECTIONS,
     MAX_HTTP_DURATION,
     MAX_POOL_SIZE,
     MAX_REPLY_SIZE,
@@ -62,6 +63,7 @@ SERVER_KEYS = (
     "metrics",
     "jwt_db_path",
     "workers",
+    "max_connections",
 )
 SERVER_DEFERRED = (
     "chroot",
@@ -87,12 +89,13 @@ def parse_server(item: Item, sections: dict[EntryKind, Section], problems: Probl
     if items is None:
         return ServerConfig()
     keys = check_keys(items, "server", SERVER_KEYS, SERVER_DEFERRED, problems)
+    max_connections = _max_connections(keys.get("max_connections"), problems)
     listen = keys.get("listen")
     if listen is None:
         problems.error(item.key_node, "server", "missing required key 'listen'")
         listeners: tuple[ListenConfig, ...] = ()
     else:
-        listeners = parse_listeners(listen, sections, problems)
+        listeners = parse_listeners(listen, sections, problems, max_connections)
     reply_size = DEFAULT_SOCKETMAP_MAX_REPLY_SIZE
     if "socketmap_max_reply_size" in keys:
         node = keys["socketmap_max_reply_size"].value
@@ -132,7 +135,17 @@ def parse_server(item: Item, sections: dict[EntryKind, Section], problems: Probl
         metrics=metrics,
         jwt_db_path=_db_path(keys.get("jwt_db_path"), problems),
         workers=_workers(keys.get("workers"), metrics, problems),
+        max_connections=max_connections,
     )
+
+
+def _max_connections(item: Item | None, problems: Problems) -> int:
+    """``server.max_connections``: open Postfix connections of one process (every listener together)."""
+    default = ServerConfig().max_connections
+    if item is None or is_null(item.value):
+        return default
+    value = bounded_int(item.value, "server.max_connections", problems, 1, MAX_CONNECTIONS)
+    return default if value is None else value
 
 
 def _db_path(item: Item | None, problems: Problems) -> str | None:

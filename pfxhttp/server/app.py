@@ -5,12 +5,18 @@ anything is served), reports the bound addresses through ``task_status.started``
 socket, and on ``request_stop``: stops accepting, closes idle connections, lets busy connections finish their
 current request until the grace deadline, then cancels what is left. Concurrency is never limited per
 connection: an idle Postfix connection is one parked task and costs active ones nothing.
+
+The number of open connections is limited (``server.max_connections``, a listener's ``max_connections``, and
+never above what RLIMIT_NOFILE leaves, pfxhttp.server.limits). An accept loop makes room for each new
+connection (pfxhttp.server.registry: at a limit the longest-waiting connection is closed) before it serves
+one; it pauses while no connection can be closed, leaving new ones in the listen backlog.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,8 +26,10 @@ from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import ListenKind
 from pfxhttp.server import systemd
 from pfxhttp.server.connection import ServerContext, serve_connection
+from pfxhttp.server.limits import connection_cap
 from pfxhttp.server.listeners import BindError, BoundListener, close_bound
 from pfxhttp.server.listeners import bind as bind_listener
+from pfxhttp.server.registry import FRAME_TIMEOUT, WRITE_TIMEOUT
 
 if TYPE_CHECKING:
     from pfxhttp.server.metrics import Metrics
@@ -30,6 +38,10 @@ if TYPE_CHECKING:
 DEFAULT_GRACE = 10.0
 # accept() failures that mean "out of resources right now": back off instead of dying.
 _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF = 0.1
+# At most one log line per this many seconds about accept failures and about connections closed at the
+# limit: under a flood, one line per event would flood the log instead.
+REPORT_INTERVAL = 60.0
 
 
 class Server:
@@ -44,14 +56,22 @@ class Server:
         idle_timeouts: Mapping[ListenKind, float] | None = None,
         inherited: Mapping[str, Sequence[int]] | None = None,  # systemd: socket activation (systemd.py)
         notify_environ: Mapping[str, str] | None = None,  # systemd: $NOTIFY_SOCKET; None: no sd_notify
+        frame_timeout: float = FRAME_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self.runtime = runtime
         self.started_config = runtime.config  # what start-time settings (metrics, run_as_*) came from
         self.log = log
         self.grace = grace
-        self.context = ServerContext(runtime, log, idle_timeouts)
-        # Sweep often enough that a connection never stays much past its idle timeout.
-        self.reap_interval = min(1.0, min(self.context.idle_timeouts.values()) / 4)
+        self.context = ServerContext(
+            runtime, log, idle_timeouts, frame_timeout=frame_timeout, write_timeout=write_timeout
+        )
+        # Sweep often enough that a connection never stays much past one of its deadlines.
+        shortest = min(*self.context.idle_timeouts.values(), frame_timeout, write_timeout)
+        self.reap_interval = min(1.0, shortest / 4)
+        self.fd_cap = connection_cap()  # RLIMIT_NOFILE as it is now (cli raised it at start)
+        self._accept_failures = 0  # since the last report (REPORT_INTERVAL)
+        self._accept_reported = -math.inf
         self.bound: list[BoundListener] = []
         self._stop = trio.Event()
         self._acceptors: trio.Nursery | None = None  # while serving: the accept loops (reload adds to it)
@@ -103,26 +123,85 @@ class Server:
         self.bound = bound
         return bound
 
+    def max_connections(self) -> int:
+        """server.max_connections as in force: the configured one, below what RLIMIT_NOFILE allows."""
+        return min(self.runtime.config.server.max_connections, self.fd_cap)
+
+    def _check_fd_cap(self) -> None:
+        configured = self.runtime.config.server.max_connections
+        if configured > self.fd_cap:
+            self.log.error(
+                "server.max_connections is above what RLIMIT_NOFILE allows; raise LimitNOFILE= (ulimit -n)",
+                max_connections=configured,
+                applied=self.fd_cap,
+            )
+
     async def _reap_idle(self) -> None:
         registry = self.context.registry
+        reported_evictions = 0
+        next_report = trio.current_time() + REPORT_INTERVAL
         while True:
             await trio.sleep(self.reap_interval)
-            registry.reap(trio.current_time())
+            now = trio.current_time()
+            registry.reap(now)
+            if now >= next_report:
+                next_report = now + REPORT_INTERVAL
+                if registry.evictions > reported_evictions:
+                    self.log.error(
+                        "connection limit reached: connections waiting on their client were closed to make room",
+                        closed=registry.evictions - reported_evictions,
+                        max_connections=self.max_connections(),
+                    )
+                    reported_evictions = registry.evictions
 
     async def _accept_loop(
         self, listener: trio.SocketListener, bound: BoundListener, nursery: trio.Nursery
     ) -> None:
+        registry = self.context.registry
+        identity = bound.config.identity()
         while True:
             try:
                 stream = await listener.accept()
             except OSError as exc:
                 if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
                     raise
-                self.log.error("accept failed, backing off", listener=bound.config.describe(), error=str(exc))
-                await trio.sleep(0.1)
+                self._accept_failed(bound, exc)
+                registry.evict_longest_waiting()  # frees a descriptor unless every connection is busy
+                await trio.sleep(ACCEPT_BACKOFF)
                 continue
+            # Room for it: at a limit the longest-waiting connection is closed; while none can be, accepting
+            # pauses with this one held (its request waits in its socket, as the next ones in the backlog).
+            # Making room before accepting would close a connection before one arrives (or cost an epoll
+            # wait for readiness per accept, which under a flood kept Postfix's connections in the backlog).
+            try:
+                await registry.wait_for_room(
+                    identity, lambda: bound.config.max_connections, self.max_connections
+                )
+            except BaseException:
+                stream.socket.close()  # synchronous: safe under cancellation (stop_accepting, shutdown)
+                raise
             # bound.config, read per connection: a reload may replace it with the new file's (same identity).
-            nursery.start_soon(serve_connection, stream, self.context, bound.config)
+            # Registered here, not in its task: the next accept may come before that task first runs.
+            conn = self.context.register(bound.config)
+            try:
+                nursery.start_soon(serve_connection, stream, self.context, bound.config, conn)
+            except BaseException:
+                registry.discard(conn)
+                stream.socket.close()
+                raise
+
+    def _accept_failed(self, bound: BoundListener, exc: OSError) -> None:
+        self._accept_failures += 1
+        now = trio.current_time()
+        if now - self._accept_reported >= REPORT_INTERVAL:
+            self.log.error(
+                "accept failed, backing off",
+                listener=bound.config.describe(),
+                error=str(exc),
+                failures=self._accept_failures,
+            )
+            self._accept_reported = now
+            self._accept_failures = 0
 
     def _start_accepting(self, bound: BoundListener) -> None:
         assert self._acceptors is not None and self._connections is not None
@@ -171,6 +250,7 @@ class Server:
                             name=endpoint.config.path,
                             addresses=endpoint.addresses,
                         )
+                    self._check_fd_cap()
                     task_status.started(self.bound)
                     self.sd_notify(self.ready_state())  # systemd
                     await self._stop.wait()
@@ -222,6 +302,7 @@ class Server:
             self._start_accepting(bound)
         previous = self.context.swap(runtime)
         self.runtime = runtime
+        self._check_fd_cap()
         assert self._connections is not None
         self._connections.start_soon(previous.retire, runtime.config.server.http_client.timeout + 5.0)
 

@@ -4,12 +4,13 @@ This module holds the ONE place per connection where unexpected errors are caugh
 exception escaping a trio connection task would take down the whole server, so it is logged with its traceback
 and only that connection is closed.
 
-Idle handling: while a connection waits for its next request it is "idle". Idle connections time out after a
-limit longer than Postfix's own (socketmap: Postfix closes idle connections after 10 s; policy: after
-smtpd_policy_service_max_idle = 300 s), so it is Postfix that normally closes, at a request boundary. The
-timeout is enforced by one periodic sweep (``ConnectionRegistry.reap``) rather than a deadline per receive:
-moving a cancel-scope deadline twice per request cost more than parsing the request. At shutdown idle
-connections are closed at once, while a connection busy with a backend request finishes it and then closes.
+Deadlines and limits: the frame loop records what its connection is doing (``ConnState``: idle between
+requests, reading the rest of a request, answering, writing the reply) and since when; the registry
+(pfxhttp.server.registry) enforces the idle timeout, the frame and write deadlines and the connection limits
+from that. Idle connections time out after a limit longer than Postfix's own (socketmap: Postfix closes idle
+connections after 10 s; policy: after smtpd_policy_service_max_idle = 300 s), so it is Postfix that normally
+closes, at a request boundary. At shutdown idle connections are closed at once, while a connection busy with a
+backend request finishes it and then closes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pfxhttp.protocol.netstring import NetstringDecoder
 from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapReply, SocketmapRequest
 from pfxhttp.protocol.tcptable import TcpTableDecoder, TcpTableRequest, TcpTableStatus
+from pfxhttp.server.registry import FRAME_TIMEOUT, WRITE_TIMEOUT, Connection, ConnectionRegistry, ConnState
 
 if TYPE_CHECKING:  # imported at run time only when metrics are enabled (prometheus-client costs memory)
     from pfxhttp.server.metrics import ListenerMeter, Metrics
@@ -42,64 +44,6 @@ DEFAULT_IDLE_TIMEOUTS: Mapping[ListenKind, float] = {
     ListenKind.TCP_TABLE: SOCKETMAP_IDLE_TIMEOUT,  # same client-side limits as socketmap (dict_tcp.c)
 }
 RECEIVE_SIZE = 65536
-
-
-class Connection:
-    """Per-connection state the server needs to see (idle sweep, shutdown)."""
-
-    __slots__ = ("idle", "idle_since", "idle_timeout", "listener", "scope", "stopping")
-
-    def __init__(self, idle_timeout: float, listener: tuple[object, ...] = ()) -> None:
-        self.scope = trio.CancelScope()
-        self.idle = False
-        self.idle_since = 0.0
-        self.idle_timeout = idle_timeout
-        self.listener = listener  # ListenConfig.identity() of the listener that accepted it
-        self.stopping = False  # close after the current request (shutdown, or its listener was removed)
-
-
-class ConnectionRegistry:
-    """The server's view of its open connections; lets shutdown close the idle ones at once."""
-
-    def __init__(self) -> None:
-        self._connections: set[Connection] = set()
-        self.stopping = False
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    def add(self, conn: Connection) -> None:
-        self._connections.add(conn)
-
-    def discard(self, conn: Connection) -> None:
-        self._connections.discard(conn)
-
-    def busy(self) -> int:
-        """metrics: connections answering a request now (seen from another task: between two checkpoints a
-        connection is idle exactly when it waits for its next request)."""
-        return sum(1 for conn in self._connections if not conn.idle)
-
-    def reap(self, now: float) -> None:
-        """Close connections idle for longer than their timeout."""
-        for conn in self._connections:
-            if conn.idle and now - conn.idle_since > conn.idle_timeout:
-                conn.scope.cancel()
-
-    def stop(self) -> None:
-        """Close idle connections now; busy ones close after their current reply."""
-        self.stopping = True
-        self._stop_where(lambda conn: True)
-
-    def stop_listener(self, identity: tuple[object, ...]) -> None:
-        """A reload removed this listener: close its connections like at shutdown, the others serve on."""
-        self._stop_where(lambda conn: conn.listener == identity)
-
-    def _stop_where(self, chosen: Callable[[Connection], bool]) -> None:
-        for conn in self._connections:
-            if chosen(conn):
-                conn.stopping = True
-                if conn.idle:
-                    conn.scope.cancel()
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -121,6 +65,8 @@ class _Stream(Protocol):
 
 
 class _Decoder(Protocol):
+    @property
+    def at_boundary(self) -> bool: ...
     def feed(self, data: bytes | bytearray) -> None: ...
     def next(self) -> Any: ...
     def eof(self) -> None: ...
@@ -135,30 +81,43 @@ async def _frame_loop(stream: trio.abc.Stream, conn: Connection, decoder: _Decod
     # Plain sockets (every listener kind): syscalls first, the scheduler only when they would block (rawio).
     io: _Stream = RawSocketIO(stream.socket) if isinstance(stream, trio.SocketStream) else stream
     count = 0
+    frame_started: float | None = None  # when the first byte of a request still incomplete was read
     while True:
-        # Idle while waiting for the next request: the idle sweep or a stop cancels conn.scope then (inline,
-        # not a helper coroutine: once per request).
+        # Waiting on the client: the deadline sweep, a stop or a new connection at the limit may cancel
+        # conn.scope now (inline, not a helper coroutine: once per request).
         if conn.stopping:
             conn.scope.cancel()
-        conn.idle_since = trio.current_time()
-        conn.idle = True
+        if frame_started is None:
+            conn.since = trio.current_time()
+            conn.state = ConnState.IDLE
+        else:
+            conn.since = frame_started
+            conn.state = ConnState.READING
         try:
             data = await io.receive_some(RECEIVE_SIZE)
         finally:
-            conn.idle = False
+            conn.state = ConnState.ANSWERING
         if not data:
             decoder.eof()  # a close inside a frame is a protocol error; at a boundary it is normal
             return count
         decoder.feed(data)
         while (frame := decoder.next()) is not None:
+            frame_started = None
             count += 1
             wire, last = await answer(frame, count)
             if wire is not None:
+                conn.since = trio.current_time()
+                conn.state = ConnState.WRITING
                 await io.send_all(wire)
+                conn.state = ConnState.ANSWERING
             if last:
                 return count
         if conn.stopping:
             return count
+        if frame_started is None and not decoder.at_boundary:
+            # The deadline counts from here, not from the receive: time spent answering earlier pipelined
+            # requests is ours, not the client's.
+            frame_started = trio.current_time()
 
 
 def _socketmap(ctx: ServerContext, listener: ListenConfig, log: Any) -> tuple[_Decoder, _Answer]:
@@ -239,17 +198,26 @@ class ServerContext:
         log: Any,
         idle_timeouts: Mapping[ListenKind, float] | None = None,
         metrics: Metrics | None = None,  # metrics
+        frame_timeout: float = FRAME_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self._runtime = runtime
         self.metrics = metrics  # metrics
         self.idle_timeouts = dict(idle_timeouts or DEFAULT_IDLE_TIMEOUTS)
-        self.registry = ConnectionRegistry()
+        self.registry = ConnectionRegistry(frame_timeout, write_timeout)
         self.log = log
         self._session_ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)
 
     def runtime(self) -> Runtime:
         return self._runtime
+
+    def register(self, listener: ListenConfig) -> Connection:
+        """A new connection of ``listener``, counted against the limits from now on."""
+        conn = Connection(self.idle_timeouts[listener.kind], listener.identity())
+        conn.stopping = self.registry.stopping  # accepted just as the stop began
+        self.registry.add(conn)
+        return conn
 
     def swap(self, runtime: Runtime) -> Runtime:
         """A reload: later requests use ``runtime``; requests already running keep the one they started with.
@@ -272,11 +240,13 @@ _PROTOCOLS: dict[ListenKind, Callable[[ServerContext, ListenConfig, Any], tuple[
 }
 
 
-async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig) -> None:
-    """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all."""
-    conn = Connection(ctx.idle_timeouts[listener.kind], listener.identity())
-    conn.stopping = ctx.registry.stopping  # accepted just as the stop began
-    ctx.registry.add(conn)
+async def serve_connection(
+    stream: trio.abc.Stream, ctx: ServerContext, listener: ListenConfig, conn: Connection | None = None
+) -> None:
+    """Serve one connection to its end. Never raises (except Cancelled): this is the per-connection catch-all.
+    ``conn``: its registration, when the accept loop made it (``ServerContext.register``)."""
+    if conn is None:
+        conn = ctx.register(listener)
     meter = ctx.listener_meter(listener)  # metrics
     if meter is not None:
         meter.connections.inc()
@@ -287,8 +257,10 @@ async def serve_connection(stream: trio.abc.Stream, ctx: ServerContext, listener
         with conn.scope:
             decoder, answer = _PROTOCOLS[listener.kind](ctx, listener, log)
             requests = await _frame_loop(stream, conn, decoder, answer)
-        if conn.scope.cancelled_caught:
-            log.debug("connection idle timeout or shutdown")
+        if conn.evicted:
+            log.debug("connection closed to make room for a new one (connection limit)")
+        elif conn.scope.cancelled_caught:
+            log.debug("connection deadline or shutdown")
     except ProtocolError as exc:
         log.error("malformed request, closing connection", error=str(exc))
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -1,8 +1,14 @@
 """The metrics scrape endpoint (``server.metrics``): minimal HTTP/1.1 over h11, served by trio.
 
 GET and HEAD of the configured path only; basic auth when configured (RFC 7617), checked before anything else so
-that nothing, not even which paths exist, is told without credentials. Every request, read to written, runs
+that nothing, not even which paths exist, is told without credentials; a 401 closes the connection
+(``Connection: close``), so guessing credentials costs a connection each. Every request, read to written, runs
 under a deadline, so neither an idle keep-alive connection nor a slow client holds a task for long.
+
+At most ``MAX_CONNECTIONS`` connections are open: a scraper needs one or two (Prometheus keeps one keep-alive
+connection per target). A connection beyond closes the one whose current request began the longest ago (an
+idle keep-alive connection, or a slow client), so a flood can neither exhaust the process's descriptors through
+this port nor lock a scraper out for longer than it keeps flooding.
 
 ``generate_latest`` runs in the trio thread on purpose: the collector reads state that trio tasks change, which
 a worker thread could see half-changed. A scrape of a typical configuration costs about a millisecond. A failure
@@ -13,6 +19,7 @@ the server's task tree.
 from __future__ import annotations
 
 import base64
+import errno
 import hmac
 from collections.abc import Sequence
 from typing import Any
@@ -29,9 +36,22 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT = 30.0  # one scrape request, read to written; an idle keep-alive connection closes after it
 MAX_REQUEST_HEAD = 16384  # bytes of request line and headers (h11's max_incomplete_event_size)
 MAX_REQUEST_BODY = 16384  # a scrape has no body; anything larger closes the connection
+MAX_CONNECTIONS = 16  # open scrape connections; see the module docstring
 _TEXT = ("Content-Type", "text/plain")
+_ACCEPT_BACKOFF = 0.1  # after EMFILE and the like: the Postfix listeners come first
+_TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 Reply = tuple[int, Sequence[tuple[str, str]], bytes]
+
+
+class _Scrape:
+    """One open metrics connection: its cancel scope, and when its current request began (trio clock)."""
+
+    __slots__ = ("scope", "since")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.since = trio.current_time()
 
 
 class MetricsEndpoint:
@@ -42,6 +62,7 @@ class MetricsEndpoint:
         self.config = config
         self.log = log
         self.listeners: list[trio.SocketListener] = []
+        self._open: set[_Scrape] = set()
         self._credentials: bytes | None = None
         if config.basic_auth is not None:
             # RFC 7617 section 2.1: user-id ":" password, UTF-8 (the charset parameter we announce), base64.
@@ -67,14 +88,38 @@ class MetricsEndpoint:
         for listener in self.listeners:  # synchronous, like Server._close_listeners
             listener.socket.close()
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
     async def serve(self) -> None:
-        await trio.serve_listeners(self._serve_connection, self.listeners)
+        async with trio.open_nursery() as nursery:
+            for listener in self.listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener.socket)  # a connection is pending: make room, accept
+            if len(self._open) >= MAX_CONNECTIONS:
+                oldest = min(self._open, key=lambda scrape: scrape.since)
+                self._open.discard(oldest)  # no longer counted; its task closes it
+                oldest.scope.cancel()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                    raise
+                await trio.sleep(_ACCEPT_BACKOFF)
+                continue
+            scrape = _Scrape()
+            self._open.add(scrape)
+            nursery.start_soon(self._serve_connection, stream, scrape)
 
     def respond(self, method: str, target: str, authorization: str | None) -> Reply:
         """The reply to one request (no I/O): 401 before anything else, then 404, 405, 200."""
         if self._credentials is not None and not self._authorized(authorization):
             challenge = 'Basic realm="pfxhttp metrics", charset="UTF-8"'
-            return 401, [("WWW-Authenticate", challenge), _TEXT], b"unauthorized\n"
+            return 401, [("WWW-Authenticate", challenge), _TEXT, ("Connection", "close")], b"unauthorized\n"
         if target.split("?", 1)[0] != self.config.path:
             return 404, [_TEXT], b"not found\n"
         if method not in ("GET", "HEAD"):
@@ -93,18 +138,21 @@ class MetricsEndpoint:
         ok = hmac.compare_digest(token.strip().encode("latin-1"), self._credentials)
         return ok and scheme.lower() == "basic"
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: trio.SocketStream, scrape: _Scrape) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         try:
-            while True:
-                with trio.move_on_after(REQUEST_TIMEOUT) as deadline:  # idle keep-alive or a slow client
-                    answered = await self._exchange(conn, stream)
-                if deadline.cancelled_caught or not answered or conn.our_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
+            with scrape.scope:  # cancelled to make room for a new connection (MAX_CONNECTIONS)
+                while True:
+                    scrape.since = trio.current_time()
+                    with trio.move_on_after(REQUEST_TIMEOUT) as deadline:  # idle keep-alive or a slow client
+                        answered = await self._exchange(conn, stream)
+                    if deadline.cancelled_caught or not answered or conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
         except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
+            self._open.discard(scrape)
             await trio.aclose_forcefully(stream)
 
     async def _exchange(self, conn: h11.Connection, stream: trio.SocketStream) -> bool:
