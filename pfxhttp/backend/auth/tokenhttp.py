@@ -117,7 +117,7 @@ async def _abandon(response: httpx.Response, chunks: AsyncIterator[bytes]) -> No
     try:
         for _ in range(ABANDON_STEPS):
             await anext(chunks)
-    except (StopAsyncIteration, httpx.HTTPError):
+    except (StopAsyncIteration, httpx.HTTPError, httpx.StreamError):  # the end, however it comes
         return
 
 
