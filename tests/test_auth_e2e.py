@@ -154,6 +154,56 @@ async def test_a_401_drops_the_token_and_retries_the_lookup_once(nursery: trio.N
         assert server.count("/api/users") == 3
 
 
+async def test_a_key_the_api_refuses_costs_one_renewal_not_one_per_lookup(nursery: trio.Nursery) -> None:
+    """An API that answers 401 for one key whatever the token: the first such 401 forces one renewal, the fresh
+    token's 401 is the answer (PERM, as any other 4xx: never NOTFOUND), and the next lookups of that key send no
+    token request while the back-off (2 s after a renewal that did not help) lasts. Other keys keep working."""
+    server = TokenServer(users={"pfxhttp": PASSWORD}, lifetime=300)
+    server.refused_keys.add("denied@example.org")
+    await server.start(nursery)
+    daemon = await start_daemon(nursery, pfx_config(server))
+    address = daemon.address("socket_map")
+    with trio.fail_after(30):
+        assert await lookup(address, "a@example.org") == "OK a@example.org"
+        started = trio.current_time()
+        replies = [await lookup(address, "denied@example.org") for _ in range(21)]
+        elapsed = trio.current_time() - started
+        assert all(reply.startswith("PERM ") for reply in replies), replies
+        # Before the fix: 1 login + 21 forced renewals. Now one forced renewal (by the refresh token), plus at
+        # most one per back-off window (2 s, 4 s, ...) should these lookups have taken that long.
+        if elapsed < 2.0:
+            assert (server.count(LOGIN), server.count(REFRESH)) == (1, 1)
+            assert server.count("/api/users") == 1 + 2 + 20  # one retry, for the first refused lookup only
+        else:
+            assert token_requests(server) <= 2 + int(elapsed).bit_length()
+        requests = token_requests(server)
+        assert await lookup(address, "b@example.org") == "OK b@example.org"
+        assert token_requests(server) == requests
+    log = daemon.log.getvalue()
+    assert log.count("backend refused a freshly renewed bearer token too") == 1
+
+
+async def test_a_token_the_api_never_accepts_is_renewed_at_a_falling_rate(nursery: trio.Nursery) -> None:
+    """Every key refused (a token meant for another audience): renewals back off 1, 2, 4 s... instead of one per
+    lookup; the answers are PERM throughout."""
+    server = TokenServer(users={"pfxhttp": PASSWORD}, lifetime=300)
+    server.refuse_every_key = True
+    await server.start(nursery)
+    daemon = await start_daemon(nursery, pfx_config(server))
+    address = daemon.address("socket_map")
+    with trio.fail_after(30):
+        started = trio.current_time()
+        replies = []
+        for index in range(40):
+            replies.append(await lookup(address, f"k{index}@example.org"))
+            await trio.sleep(0.1)
+        elapsed = trio.current_time() - started
+    assert all(reply.startswith("PERM ") for reply in replies), replies
+    # 4 s or more of lookups: forced renewals at about 0 s and 2 s (after 1 s + the 2 s back-off); 2 + 1 logins
+    # and refreshes at most for that span, where one per lookup made 41.
+    assert 2 <= token_requests(server) <= 2 + int(elapsed).bit_length(), (token_requests(server), elapsed)
+
+
 async def test_one_token_request_for_a_thousand_concurrent_lookups(nursery: trio.Nursery) -> None:
     server = TokenServer(users={"pfxhttp": PASSWORD}, lifetime=300)
     await server.start(nursery)

@@ -225,30 +225,32 @@ async def test_failures_back_off_1_2_4_up_to_60_seconds_and_reset_on_success(
     assert r.outcomes == [False] * 8 + [True, False, False]
 
 
-async def test_invalidate_drops_only_the_current_token(http: httpx.AsyncClient, captured: Captured) -> None:
+async def test_a_401_drops_only_the_current_token(http: httpx.AsyncClient, captured: Captured) -> None:
     r = rig(http, captured.log)
     key = r.fetcher.store_key
     with trio.fail_after(10):
         first = await r.source.authorization()
-        r.source.invalidate("Bearer something-else")
+        assert r.source.refused("Bearer something-else")  # not ours: retry with the current token
         assert await r.source.authorization() == first and r.fetcher.calls == 1
         r.fetcher.gate = trio.Event()
-        r.source.invalidate(first)
+        assert r.source.refused(first)
         await trio.testing.wait_all_tasks_blocked()
         assert await r.store.load(key) is None  # a restart would not reuse it
         r.fetcher.gate.set()
         assert await r.source.authorization() == bearer(2)
         current = r.fetcher.currents[1]
         assert current is not None and current.access == "access-secret-1"  # may still refresh with it
-        r.source.invalidate(first)  # a late 401 for the old token leaves the new one alone
+        assert r.source.refused(first)  # a late 401 for the old token: retry, leaving the new one alone
         assert await r.source.authorization() == bearer(2)
         assert r.fetcher.calls == 2
+        r.source.accepted(bearer(2))  # the retry went through: the renewal helped
 
         # 1,000 lookups get a 401 for the same token, drop it and ask again: one request between them.
+        r.clock.now += 1  # past the 1 s between two forced renewals
         r.fetcher.gate = trio.Event()
 
         async def refused_then_retry() -> str:
-            r.source.invalidate(bearer(2))
+            assert r.source.refused(bearer(2))
             return await r.source.authorization()
 
         async with trio.open_nursery() as nursery:
@@ -262,7 +264,45 @@ async def test_invalidate_drops_only_the_current_token(http: httpx.AsyncClient, 
             r.fetcher.gate.set()
     assert set(done[0]) == {bearer(3)}
     assert r.fetcher.calls == 3
-    assert await r.store.load(key) == Token("access-secret-3", T0 + 3600, T0, "refresh-secret-3")
+    assert await r.store.load(key) == Token("access-secret-3", T0 + 1 + 3600, T0 + 1, "refresh-secret-3")
+
+
+async def test_at_most_one_forced_renewal_per_token_then_the_401_is_the_answer(
+    http: httpx.AsyncClient, captured: Captured
+) -> None:
+    """A backend that refuses every token (or one key whatever the token): the 401 of the fresh token is the
+    answer; forced renewals then wait 2, 4, 8 ... up to 60 s; a renewal that helps starts the back-off over."""
+    r = rig(http, captured.log)
+    with trio.fail_after(10):
+        assert await r.source.authorization() == bearer(1)
+        assert r.source.refused(bearer(1))  # forced renewal: bearer(2) is on probation
+        assert await r.source.authorization() == bearer(2)
+        assert not r.source.refused(bearer(2))  # refused too: the renewal did not help
+        for window in [2, 4, 8, 16, 32, 60, 60]:
+            for _ in range(20):  # 20 more lookups, 20 more 401s: no request
+                assert not r.source.refused(await r.source.authorization())
+            r.clock.now += window - 0.01
+            assert not r.source.refused(await r.source.authorization())
+            r.clock.now += 0.01
+            calls = r.fetcher.calls
+            assert r.source.refused(await r.source.authorization())  # the window has passed: one renewal
+            fresh = await r.source.authorization()
+            assert r.fetcher.calls == calls + 1 and fresh == bearer(calls + 1)
+            assert not r.source.refused(fresh)
+        assert r.fetcher.calls == 9  # 1 + 8 forced renewals for 8 windows and 169 401s
+        warnings = [
+            e for e in captured.events() if e["event"].startswith("backend refused a freshly renewed")
+        ]
+        assert [e["renew_on_401_in"] for e in warnings] == [2, 4, 8, 16, 32, 60, 60, 60]
+
+        # The token is revoked for real later: the renewal helps, the back-off starts over at 1 s.
+        r.clock.now += 60
+        assert r.source.refused(bearer(9))
+        r.source.accepted(await r.source.authorization())
+        r.clock.now += 1
+        assert r.source.refused(bearer(10))
+        assert await r.source.authorization() == bearer(11)
+        assert r.outcomes == [True] * 11
 
 
 async def test_a_restarted_daemon_reuses_the_stored_token(
@@ -281,7 +321,7 @@ async def test_a_restarted_daemon_reuses_the_stored_token(
         assert after.fetcher.calls == 0 and after.outcomes == []
 
         # After a 401 the stored token is gone: the next restart logs in again.
-        after.source.invalidate(bearer(1))
+        assert after.source.refused(bearer(1))
         while await after.store.load(after.fetcher.store_key) is not None:
             await trio.sleep(0.01)  # the store is updated in the background; the fail_after bounds this
         await after.store.aclose()
@@ -372,7 +412,7 @@ async def test_no_token_or_refresh_token_in_any_log_line(http: httpx.AsyncClient
     r.clock.now = T0 + 80  # background renewal
     await r.source.authorization()
     await trio.testing.wait_all_tasks_blocked()
-    r.source.invalidate(bearer(2))
+    assert r.source.refused(bearer(2))  # a background renewal's token is on no probation
     r.fetcher.fail = RuntimeError("refresh-secret-2 was refused")
     with pytest.raises(TokenError):
         await r.source.authorization()

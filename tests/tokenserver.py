@@ -25,7 +25,9 @@ Routes (``url`` is ``http://127.0.0.1:<port>``):
   and a fresh jti checked) or none. The reply follows ``oidc_expiry``.
 * ``* /api/...`` - the protected API: ``Authorization: Bearer <jwt>`` with a valid signature, exp and a jti
   not revoked (:meth:`revoke_all`) -> 200 ``{"data": {"result": <key of a JSON body or null>, "sub": ...}}``;
-  else 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 section 3). Faults never apply.
+  else 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 section 3). A key in
+  ``refused_keys`` gets that 401 whatever the token (an API that answers 401 per resource, or that never
+  accepts these tokens when ``refuse_every_key``). Faults never apply.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class TokenServer:
         self.nest: tuple[str, ...] = ()  # /login and /refresh replies wrapped in these keys, outermost first
         self.header_refresh_rotates = False
         self.discovery_extra: dict[str, object] = {}
+        self.refused_keys: set[str] = set()  # /api/ answers 401 for these keys, valid token or not
+        self.refuse_every_key = False
         self.requests: list[HttpRequest] = []
         self.scopes_granted: list[str | None] = []  # the scope parameter of each /oauth2/token success
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -372,15 +376,15 @@ class TokenServer:
     def _api(self, request: HttpRequest) -> HttpReply:
         authorization = request.headers.get("authorization", "")
         claims = self.verify(authorization[7:]) if authorization.lower().startswith("bearer ") else None
-        if claims is None:
-            return HttpReply(
-                401,
-                b'{"error":"invalid_token"}',
-                (("Content-Type", "application/json"), ("WWW-Authenticate", 'Bearer error="invalid_token"')),
-            )
         try:
             body = orjson.loads(request.body) if request.body else None
         except orjson.JSONDecodeError:
             body = None
         key = body.get("key") if isinstance(body, dict) else None
+        if claims is None or self.refuse_every_key or key in self.refused_keys:
+            return HttpReply(
+                401,
+                b'{"error":"invalid_token"}',
+                (("Content-Type", "application/json"), ("WWW-Authenticate", 'Bearer error="invalid_token"')),
+            )
         return _json({"data": {"result": key, "sub": claims["sub"]}})

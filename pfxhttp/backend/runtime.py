@@ -322,14 +322,20 @@ class Runtime:
     async def _authorized(
         self, source: TokenSource, prepared: PreparedRequest, body: bytes | None
     ) -> HttpResponse:
-        """The request with a bearer token; after a 401 the token is dropped and the request sent once more
-        with a new one (the token may have been revoked or expired early). Raises TokenError without a token."""
+        """The request with a bearer token; after a 401 the request is sent once more with a new token when the
+        source renews it (the token may have been revoked or expired early), else the 401 is the answer (see
+        TokenSource.refused: at most one forced renewal per token). Raises TokenError without a token."""
         authorization = await source.authorization()
         response = await self.client.request(prepared, body, authorization)
-        if response.status != 401:
+        if response.status != 401 or not source.refused(authorization):
             return response
-        source.invalidate(authorization)
-        return await self.client.request(prepared, body, await source.authorization())
+        authorization = await source.authorization()
+        response = await self.client.request(prepared, body, authorization)
+        if response.status == 401:
+            source.refused(authorization)  # counted against the renewal; no third request
+        else:
+            source.accepted(authorization)
+        return response
 
     async def socketmap(
         self, request: SocketmapRequest, log: Any, request_id: int = 0, listener: ListenConfig | None = None

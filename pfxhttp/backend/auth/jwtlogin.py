@@ -9,14 +9,12 @@ moment the request was sent, so the estimate errs early), the token's own ``exp`
 With none of these the fetch fails with TokenError: a guessed lifetime would either renew needlessly or,
 worse, keep presenting an expired token until every lookup fails; the operator names the right field instead.
 
-Replies are capped at MAX_TOKEN_RESPONSE bytes (refused before reading when Content-Length announces more);
-redirects of a POST are never followed, since a 307/308 would repeat the credentials to another place.
+Requests go through ``tokenhttp.request_json``: replies capped at MAX_TOKEN_RESPONSE bytes raw and decoded,
+redirects of a POST never followed (a 307/308 would repeat the credentials to another place), log-safe errors
+naming the endpoint (without userinfo or query string), the status and a short fixed reason, never credentials,
+tokens or the response body, which may echo what was sent.
 
-Error messages name the endpoint (without userinfo or query string), the status and a short fixed reason.
-They never hold credentials, tokens or the response body, which may echo what was sent.
-
-The helpers below (endpoint_label, secret_digest, request_json, field_at, as_seconds, jwt_exp) are shared with
-``oidc``.
+The helpers below (secret_digest, field_at, as_seconds, jwt_exp) are shared with ``oidc``.
 """
 
 from __future__ import annotations
@@ -26,42 +24,22 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import orjson
 
+from pfxhttp.backend.auth.tokenhttp import endpoint_label, request_json
 from pfxhttp.backend.auth.tokens import Token
 from pfxhttp.config.model import JwtAuthConfig, RefreshMode, TokenContentType
 from pfxhttp.errors import TokenError
 from pfxhttp.logsetup import get_logger
 
-# A token reply is a few KiB at most; the cap keeps a broken endpoint from filling memory.
-MAX_TOKEN_RESPONSE = 256 * 1024
 # 128 bits of SHA-256: plenty to tell credentials apart, short enough for a store key.
 DIGEST_HEX_CHARS = 32
 REFRESH_HEADER = "X-Refresh-Token"  # the header form of refresh, as Nauthilus and upstream pfxhttp use it
 
-# RFC 6749 section 5.2: the registered error codes of a token endpoint. They are fixed words, so naming one
-# in a message is safe, unlike any other text of an error body.
-OAUTH_ERRORS = frozenset(
-    {
-        "invalid_request",
-        "invalid_client",
-        "invalid_grant",
-        "unauthorized_client",
-        "unsupported_grant_type",
-        "invalid_scope",
-    }
-)
-
 log = get_logger(component="auth")
-
-
-def endpoint_label(url: str) -> str:
-    """``scheme://host:port/path`` for messages and store keys: userinfo and query may carry secrets."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def secret_digest(*parts: str) -> str:
@@ -72,61 +50,6 @@ def secret_digest(*parts: str) -> str:
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
     return digest.hexdigest()[:DIGEST_HEX_CHARS]
-
-
-def _status_reason(status: int, body: bytes) -> str:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        document = None
-    if isinstance(document, dict) and document.get("error") in OAUTH_ERRORS:
-        return str(document["error"])
-    if status in (401, 403):
-        return "credentials refused" if status == 401 else "forbidden"
-    if status == 429:
-        return "rate limited"
-    return "server error" if status >= 500 else "unexpected status"
-
-
-async def request_json(
-    http: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    what: str,
-    headers: Mapping[str, str],
-    content: bytes | None = None,
-) -> dict[str, object]:
-    """One request whose 2xx reply must be a JSON object; every failure is a log-safe TokenError."""
-    label = f"{what} {endpoint_label(url)}"
-    try:
-        # A 307/308 would repeat the POST, credentials included, to wherever it points: never follow one.
-        follow = method == "GET"
-        async with http.stream(
-            method, url, headers=dict(headers), content=content, follow_redirects=follow
-        ) as response:
-            status = response.status_code
-            # Refused before reading when announced: stopping half-way through httpx's nested async
-            # generators would leave them to the garbage collector. A chunked reply is read whole.
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_TOKEN_RESPONSE:
-                raise TokenError(f"{label}: HTTP {status}: response over {MAX_TOKEN_RESPONSE} bytes")
-            body = await response.aread()
-    except httpx.TimeoutException as exc:
-        raise TokenError(f"{label}: timed out") from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise TokenError(f"{label}: transport error ({type(exc).__name__})") from exc
-    if len(body) > MAX_TOKEN_RESPONSE:
-        raise TokenError(f"{label}: HTTP {status}: response over {MAX_TOKEN_RESPONSE} bytes")
-    if not 200 <= status < 300:
-        raise TokenError(f"{label}: HTTP {status} ({_status_reason(status, body)})")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise TokenError(f"{label}: HTTP {status}: reply is not JSON") from None
-    if not isinstance(document, dict):
-        raise TokenError(f"{label}: HTTP {status}: reply is not a JSON object")
-    return document
 
 
 def field_at(document: Mapping[str, object], path: str) -> object:

@@ -7,6 +7,11 @@ ending in ``/.well-known/openid-configuration``). :class:`DiscoveryCache` fetche
 shares it between fetchers for DISCOVERY_TTL; a failed discovery is not cached, and a failed token request
 drops the cached document, so an identity provider that moved its endpoint is found again.
 
+The document decides where the client's secret goes, so it must come from the identity provider named in the
+configuration: redirects are followed within the URI's origin only (``tokenhttp``), and the document's
+``issuer`` must be the one the URI names (:func:`issuer_matches`), as OpenID Connect Discovery 1.0 section 4.3
+requires. A token endpoint on another host is allowed (Google's is), but not plain http under an https URI.
+
 Client authentication (RFC 6749 section 2.3, OpenID Connect Core 1.0 section 9): ``client_secret_basic``,
 ``client_secret_post``, ``private_key_jwt`` (RFC 7523 section 2.2, a short-lived assertion signed with the
 configured key) or ``none``; ``auto`` picks private_key_jwt with a key, else client_secret_basic with a secret,
@@ -29,17 +34,16 @@ from urllib.parse import quote_plus, urlencode, urlsplit
 import httpx
 import trio
 
-from pfxhttp.backend.auth.jwtlogin import (
-    as_seconds,
-    endpoint_label,
-    jwt_exp,
-    request_json,
-    secret_digest,
-)
+from pfxhttp.backend.auth.jwtlogin import as_seconds, jwt_exp, secret_digest
+from pfxhttp.backend.auth.tokenhttp import endpoint_label, origin, request_json
 from pfxhttp.backend.auth.tokens import Token
 from pfxhttp.config.model import OidcAuthConfig, OidcAuthMethod
 from pfxhttp.errors import ConfigError, TokenError
 
+# OpenID Connect Discovery 1.0 section 4 appends this to the issuer; RFC 8414 section 3 inserts its own
+# well-known name (or this one) between the issuer's host and path.
+OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
+INSERTED_WELL_KNOWN = (OIDC_WELL_KNOWN, "/.well-known/oauth-authorization-server")
 DISCOVERY_TTL = 3600.0  # identity providers rarely move their endpoints; an hour bounds a stale document
 DEFAULT_LIFETIME = 3600.0
 ASSERTION_LIFETIME = 300  # RFC 7523 section 3: the assertion should expire soon; it is used once
@@ -55,6 +59,30 @@ class _Discovered:
 def _http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def issuer_matches(configuration_uri: str, issuer: str) -> bool:
+    """The ``issuer`` of a discovery document is the one ``configuration_uri`` names.
+
+    ``https://idp/realm/.well-known/openid-configuration`` (OpenID Connect Discovery 1.0 section 4) and
+    ``https://idp/.well-known/oauth-authorization-server/realm`` (RFC 8414 section 3) name the issuer
+    ``https://idp/realm``; a trailing slash is not held against it (identity providers differ there; the origin
+    and the path are what matter). A URI of any other shape names only an origin, which the issuer must share."""
+    try:
+        uri, claimed = httpx.URL(configuration_uri), httpx.URL(issuer)
+    except httpx.InvalidURL:
+        return False
+    if origin(uri) != origin(claimed) or claimed.query or claimed.fragment:
+        return False
+    path = uri.path
+    if path.endswith(OIDC_WELL_KNOWN):
+        expected = path[: -len(OIDC_WELL_KNOWN)]
+    else:
+        inserted = next((name for name in INSERTED_WELL_KNOWN if path.startswith(name + "/")), None)
+        if inserted is None:
+            return True
+        expected = path[len(inserted) :]
+    return claimed.path.rstrip("/") == expected.rstrip("/")
 
 
 class DiscoveryCache:
@@ -89,6 +117,11 @@ class DiscoveryCache:
         document = await request_json(
             http, "GET", configuration_uri, what="discovery", headers={"Accept": "application/json"}
         )
+        issuer = document.get("issuer")
+        if not isinstance(issuer, str) or not _http_url(issuer):
+            raise TokenError(f"{label}: issuer missing or not an http(s) URL")
+        if not issuer_matches(configuration_uri, issuer):
+            raise TokenError(f"{label}: issuer {endpoint_label(issuer)} is not the one the URL names")
         endpoint = document.get("token_endpoint")
         if not isinstance(endpoint, str) or not _http_url(endpoint):
             raise TokenError(f"{label}: token_endpoint missing or not an http(s) URL")

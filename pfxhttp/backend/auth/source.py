@@ -12,6 +12,13 @@ wait for, and the source is built where no nursery exists (configuration load an
 thread). System tasks are cancelled when the daemon stops; an exception escaping one would abort trio as a whole,
 so each is wrapped to catch and log every ``Exception``.
 
+A 401 from the backend (:meth:`TokenSource.refused`) forces a renewal at most once per token: the token is
+dropped and the request sent once more with the next one, which is then on probation. If the backend refuses that
+fresh token too, the token was not the problem (an API that answers 401 for some keys, a token it never
+accepts): its 401 is the lookup's answer, and further 401s force no renewal until a back-off has passed (1 s,
+doubling per renewal that did not help, up to 60 s; reset once a renewed token is accepted). Without this, every
+refused lookup cost a token request (21 lookups, 22 logins).
+
 A failed request starts a back-off: for 1 s, doubling per consecutive failure up to 60 s, callers without a
 usable token get TokenError at once and no request is sent; success resets it. Log lines name the source by the
 fetcher's ``description`` and never hold a token: fetchers raise TokenError with log-safe messages, and any other
@@ -40,6 +47,11 @@ FETCH_TIMEOUT = 60.0
 # Never renew sooner than this after installing a token, so a token whose renew_at is already past (a short
 # lifetime, a skewed obtained_at) cannot turn every lookup into a new request.
 MIN_RENEW_INTERVAL = 1.0
+
+
+def _backoff(failures: int) -> float:
+    """BACKOFF_FIRST after no failure, doubling per failure, at most BACKOFF_MAX."""
+    return min(BACKOFF_FIRST * 2.0 ** min(failures, 16), BACKOFF_MAX)
 
 
 @dataclass(eq=False)
@@ -85,6 +97,12 @@ class TokenSource:
         self._flight: _Flight | None = None
         self._failures = 0
         self._retry_at = -math.inf
+        # Forced renewals (after a 401): the next installed token goes on probation while ``_forcing``; the
+        # header of the token on probation; renewals that did not help, and when the next one may start.
+        self._forcing = False
+        self._probation: str | None = None
+        self._forced_failures = 0
+        self._force_at = -math.inf
         self._closed = False
 
     async def authorization(self) -> str:
@@ -93,15 +111,33 @@ class TokenSource:
             return self._header
         return await self._slow()
 
-    def invalidate(self, authorization: str) -> None:
-        """The backend answered 401 to a request sent with ``authorization``: drop that token if it is still
-        the current one (a 401 for an older token leaves a newer one alone; many 401s for one token drop it
-        once). The next :meth:`authorization` gets a new one, the fetcher seeing the dropped token as
-        ``current`` (it may still hold a usable refresh token). The store forgets it too, so a restart does not
-        reuse it."""
+    def refused(self, authorization: str) -> bool:
+        """The backend answered 401 to a request sent with ``authorization``. True: send the request once more
+        with :meth:`authorization` (a newer token is here or on its way); False: the 401 is the answer.
+
+        A 401 for an older token leaves a newer one alone, and many 401s for one token drop it once. The current
+        token is dropped (forced renewal) unless it is the fresh token of a forced renewal (the renewal did not
+        help: the back-off doubles) or the back-off since the last forced renewal has not passed. The fetcher
+        sees a dropped token as ``current`` (it may still hold a usable refresh token); the store forgets it too,
+        so a restart does not reuse it."""
         token = self._token
         if token is None or authorization != self._header:
-            return
+            return True
+        now = self._clock()
+        if authorization == self._probation:
+            self._probation = None
+            self._forced_failures += 1
+            self._force_at = now + _backoff(self._forced_failures)
+            self._log.warning(
+                "backend refused a freshly renewed bearer token too; its 401 is the answer",
+                source=self._description,
+                renew_on_401_in=_backoff(self._forced_failures),
+            )
+            return False
+        if now < self._force_at:
+            return False
+        self._force_at = now + _backoff(self._forced_failures)
+        self._forcing = True
         self._token = None
         self._header = ""
         self._fresh_until = -math.inf
@@ -110,6 +146,15 @@ class TokenSource:
             "backend refused its bearer token, a new one will be requested", source=self._description
         )
         trio.lowlevel.spawn_system_task(self._forget, token, name=f"token store delete ({self._description})")
+        return True
+
+    def accepted(self, authorization: str) -> None:
+        """The request sent once more after :meth:`refused` was not refused: a renewal it forced helped, so the
+        back-off of forced renewals starts over."""
+        if authorization == self._probation:
+            self._probation = None
+            self._forced_failures = 0
+            self._force_at = min(self._force_at, self._clock() + BACKOFF_FIRST)
 
     async def aclose(self) -> None:
         """Stop: cancel a request in progress (its waiters get TokenError); later calls raise TokenError. The
@@ -195,7 +240,7 @@ class TokenSource:
             else:
                 message = "the token endpoint answered an expired token"
         self._failures += 1
-        delay = min(BACKOFF_FIRST * 2.0 ** min(self._failures - 1, 16), BACKOFF_MAX)
+        delay = _backoff(self._failures - 1)
         self._retry_at = self._clock() + delay
         flight.error = message
         self._log.error("token request failed", source=self._description, error=message, retry_in=delay)
@@ -213,6 +258,9 @@ class TokenSource:
         self._token = token
         self._last = token
         self._header = f"Bearer {token.access}"
+        if self._forcing:
+            self._forcing = False
+            self._probation = self._header
         self._fresh_until = min(token.expires_at, max(token.renew_at, self._clock() + MIN_RENEW_INTERVAL))
 
     def _count(self, success: bool) -> None:
