@@ -112,6 +112,10 @@ class Problems:
         line = mark.line + 1
         self.warnings.append((line, f"{path} (line {line}): {message}"))
 
+    def warn_variable(self, variable: str, message: str) -> None:
+        """A warning about an environment variable as a whole (one that names no key)."""
+        self.warnings.append((_AFTER_THE_FILE, f"environment variable {variable}: {message}"))
+
     def deferred(self, node: Node, path: str) -> None:
         self.warn(node, path, "not supported by this version yet; ignored")
 
