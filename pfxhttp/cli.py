@@ -59,14 +59,17 @@ def _print_config_errors(exc: ConfigError) -> None:
         print(f"pfxhttp: {error.render()}", file=sys.stderr)
 
 
-def _load_config(args: argparse.Namespace) -> Config:
-    """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main."""
+def _load_config(args: argparse.Namespace, *, strict: bool = False) -> Config:
+    """Find, parse and compile the configuration (no network, no binding); ConfigError is reported by main.
+
+    ``strict`` (``check``): a PFXHTTP_* variable that names no key is an error; the daemon warns and starts."""
     path = find_config(getattr(args, "config", None))
-    return load_config(path, entry_check=check_entry, environ=os.environ)  # PFXHTTP_* overrides
+    # PFXHTTP_* overrides
+    return load_config(path, entry_check=check_entry, environ=os.environ, strict_environment=strict)
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, Runtime]:
-    config = _load_config(args)
+def _load(args: argparse.Namespace, *, strict: bool = False) -> tuple[Config, Runtime]:
+    config = _load_config(args, strict=strict)
     return config, Runtime(config, metrics=_metrics_for(config))
 
 
@@ -81,10 +84,8 @@ def _metrics_for(config: Config) -> Any:
 
 def _log_startup(config: Config, log: Any) -> None:
     log.info("pfxhttp starting", version=__version__, config=config.source)
-    if config.warnings:
-        log.warning(
-            "configuration keys not supported by this version were ignored", keys=list(config.warnings)
-        )
+    for warning in config.warnings:  # keys not supported yet, keys a listener type ignores, stray variables
+        log.warning("configuration warning", warning=warning)
 
 
 async def serve_until_signal(
@@ -204,7 +205,7 @@ def _run_worker(args: argparse.Namespace, text: str) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         return _check_json(args)
-    config, _runtime = _load(args)
+    config, _runtime = _load(args, strict=True)
     for warning in config.warnings:
         print(f"pfxhttp: warning: {warning}", file=sys.stderr)
     print(
@@ -219,7 +220,7 @@ def _check_json(args: argparse.Namespace) -> int:
     from pfxhttp.config.report import check_report
 
     try:
-        config, _runtime = _load(args)
+        config, _runtime = _load(args, strict=True)
     except ConfigError as exc:
         print(json.dumps(check_report(None, exc, getattr(args, "config", None)), indent=2))
         return EXIT_CONFIG

@@ -179,7 +179,7 @@ async def test_demo_answers_and_stops(tmp_path: Path, sig: signal.Signals) -> No
             process.send_signal(sig)
             assert await process.wait() == 0
     text = out.read_text()
-    assert "postmap -q office@example.com" in text and "stopped" in text
+    assert "-q office@example.com socketmap:inet:" in text and "stopped" in text
     config_line = next(line for line in text.splitlines() if "Config in use:" in line)
     assert not os.path.exists(config_line.rsplit(" ", 1)[1])  # the demo's temporary config is removed
 

@@ -453,8 +453,10 @@ TEMPLATE_IN_ORIGIN = (
     ],
 )
 def test_target_template_errors(target: str, message: str) -> None:
+    # Quoted as written, but for userinfo (never quoted) and a target without a scheme (nothing quoted).
+    subject = {"{{ scheme }}://h/": "target", "http://u:{{ pw }}@h/": "target 'http://...@h/'"}
     assert errors(LISTEN + f"socket_maps:\n  m:\n    target: {target!r}\n") == [
-        at("6:13", "socket_maps.m.target", f"target {target!r}{message}")
+        at("6:13", "socket_maps.m.target", subject.get(target, f"target {target!r}") + message)
     ]
 
 

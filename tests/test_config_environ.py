@@ -1,4 +1,5 @@
-"""PFXHTTP_* environment variables override single keys of the file; a variable that names no key is an error."""
+"""PFXHTTP_* environment variables override single keys of the file; a variable that names no key is an error
+for `pfxhttp check` and a warning for the daemon."""
 
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ policy_services:
 """
 
 
-def parse(environ: dict[str, str], text: str = FILE) -> Config:
-    return parse_config(textwrap.dedent(text), "pfxhttp.yml", environ=environ)
+def parse(environ: dict[str, str], text: str = FILE, *, strict: bool = True) -> Config:
+    """As ``pfxhttp check`` parses (``strict``: a variable that names no key is an error); the daemon's way
+    with ``strict=False``."""
+    return parse_config(textwrap.dedent(text), "pfxhttp.yml", environ=environ, strict_environment=strict)
 
 
-def errors(environ: dict[str, str], text: str = FILE) -> list[str]:
+def errors(environ: dict[str, str], text: str = FILE, *, strict: bool = True) -> list[str]:
     with pytest.raises(ConfigErrors) as info:
-        parse(environ, text)
+        parse(environ, text, strict=strict)
     return [error.render() for error in info.value.errors]
 
 
@@ -181,20 +184,29 @@ def env(variable: str, path: str, message: str) -> str:
                 "unknown key (did you mean 'PFXHTTP_SOCKET_MAPS__DEMO_MAP__VALUE_FIELD'?)",
             ),
         ),
-        ("PFXHTTP_", "x", "environment variable PFXHTTP_: names no key"),
+        (
+            "PFXHTTP_",
+            "x",
+            "environment variable PFXHTTP_: names no key (did you mean 'PFXHTTP_SERVER__WORKERS'?)",
+        ),
         (
             "PFXHTTP_SERVER__LOGGING",
             "x",
             env(
                 "PFXHTTP_SERVER__LOGGING",
                 "server.logging",
-                "is a mapping: the variable must go on to one of its keys",
+                "is a mapping: the variable must go on to one of its keys "
+                "(did you mean 'PFXHTTP_SERVER__LOGGING__JSON'?)",
             ),
         ),
         (
             "PFXHTTP_SERVER__LOGGING__LEVEL__X",
             "x",
-            env("PFXHTTP_SERVER__LOGGING__LEVEL__X", "server.logging.level", "a single value has no key 'x'"),
+            env(
+                "PFXHTTP_SERVER__LOGGING__LEVEL__X",
+                "server.logging.level",
+                "a single value has no key 'x' (did you mean 'PFXHTTP_SERVER__LOGGING__LEVEL'?)",
+            ),
         ),
         (
             "PFXHTTP_SERVER__CHROOT",
@@ -230,7 +242,8 @@ def env(variable: str, path: str, message: str) -> str:
             env(
                 "PFXHTTP_SOCKET_MAPS__DEMO_MAP",
                 "socket_maps.demo_map",
-                "is an entry: the variable must go on to one of its keys",
+                "is an entry: the variable must go on to one of its keys "
+                "(did you mean 'PFXHTTP_SOCKET_MAPS__DEMO_MAP__TARGET'?)",
             ),
         ),
         (
@@ -239,7 +252,8 @@ def env(variable: str, path: str, message: str) -> str:
             env(
                 "PFXHTTP_SOCKET_MAPS__DEMO_MAP__ERROR_ACTION",
                 "socket_maps.demo_map.error_action",
-                "'error_action' is only for policy_services",
+                "'error_action' is only for policy_services "
+                "(did you mean 'PFXHTTP_SOCKET_MAPS__DEMO_MAP__ERROR_FIELD'?)",
             ),
         ),
         (
@@ -248,13 +262,18 @@ def env(variable: str, path: str, message: str) -> str:
             env(
                 "PFXHTTP_SERVER__LISTEN__PORT",
                 "server.listen",
-                "a listener is named by its index, as in PFXHTTP_SERVER__LISTEN__0__PORT",
+                "a listener is named by its index, as in PFXHTTP_SERVER__LISTEN__0__PORT "
+                "(did you mean 'PFXHTTP_SERVER__LISTEN__1__PORT'?)",
             ),
         ),
         (
             "PFXHTTP_SERVER__LISTEN__2__PORT",
             "1",
-            env("PFXHTTP_SERVER__LISTEN__2__PORT", "server.listen", "there is no listener 2: the file has 2"),
+            env(
+                "PFXHTTP_SERVER__LISTEN__2__PORT",
+                "server.listen",
+                "there is no listener 2: the file has 2 (did you mean 'PFXHTTP_SERVER__LISTEN__1__PORT'?)",
+            ),
         ),
         (
             "PFXHTTP_SERVER__TLS__ENABLED",
@@ -298,6 +317,36 @@ def env(variable: str, path: str, message: str) -> str:
 )
 def test_override_errors_name_the_variable(variable: str, value: str, expected: str) -> None:
     assert errors({variable: value}) == [expected]
+
+
+# The daemon (not strict) starts over a variable that names no key, with a warning naming the nearest one.
+NAMES_NO_KEY = [
+    ("PFXHTTP_BIN", "/usr/local/bin/pfxhttp", "PFXHTTP_SERVER__LOGGING__JSON"),  # a wrapper script's
+    ("PFXHTTP_SERVER__LOGING__LEVEL", "debug", "PFXHTTP_SERVER__LOGGING__LEVEL"),
+    ("PFXHTTP_SOCKET_MAPS__OLD_MAP__TARGET", "http://h/", "PFXHTTP_SOCKET_MAPS__DEMO_MAP__TARGET"),
+    ("PFXHTTP_SERVER__LISTEN__7__PORT", "1", "PFXHTTP_SERVER__LISTEN__1__PORT"),
+    ("PFXHTTP_SERVER__LOGGING", "debug", "PFXHTTP_SERVER__LOGGING__JSON"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "nearest"), NAMES_NO_KEY)
+def test_the_daemon_warns_about_a_variable_that_names_no_key(variable: str, value: str, nearest: str) -> None:
+    config = parse({variable: value, "PFXHTTP_SERVER__LOGGING__LEVEL": "debug"}, strict=False)
+    assert config.warnings == (
+        f"environment variable {variable}: names no configuration key; ignored (the nearest that does: {nearest})",
+    )
+    assert config.overrides == ("PFXHTTP_SERVER__LOGGING__LEVEL",)  # the others still apply
+    assert config.server.logging.level is LogLevel.DEBUG
+    assert errors({variable: value})[0].endswith(f"(did you mean '{nearest}'?)")  # pfxhttp check: an error
+
+
+def test_the_daemon_still_refuses_a_variable_that_names_a_key_it_cannot_set() -> None:
+    for variable, value in (
+        ("PFXHTTP_SOCKET_MAPS__DEMO_MAP__QUERY", "x"),  # a mapping key
+        ("PFXHTTP_SERVER__HTTP_CLIENT__TIMEOUT", "forever"),  # a wrong value
+        ("PFXHTTP_SERVER__TLS__ENABLED", "'unterminated"),
+    ):
+        assert len(errors({variable: value}, strict=False)) == 1, variable
 
 
 def test_a_key_set_twice_and_ambiguous_entry_names() -> None:

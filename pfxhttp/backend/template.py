@@ -29,7 +29,7 @@ import jinja2.nodes
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from pfxhttp.backend.context import jinja_source, lookup_context, sample_context
+from pfxhttp.backend.context import SAMPLE_KEY, jinja_source, lookup_context, sample_context
 from pfxhttp.config.model import EntryConfig, EntryKind
 from pfxhttp.errors import ConfigError, PayloadError
 
@@ -162,8 +162,11 @@ class PayloadTemplate:
         try:
             orjson.loads(text)
         except orjson.JSONDecodeError as exc:
+            # The rendered text is not quoted: a payload may carry an API key, and config errors are printed
+            # and logged. The sample values are ours, and show what broke it.
             raise ConfigError(
-                f"payload does not render to valid JSON ({exc}); rendered sample: {text[:200]!r}",
+                f"payload does not render to valid JSON ({exc}) for sample values with quotes and "
+                f"backslashes, such as the key {SAMPLE_KEY!r}: write {{{{ key | tojson }}}} for a JSON string",
                 location=location,
                 path=path,
             ) from exc

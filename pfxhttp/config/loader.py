@@ -87,7 +87,11 @@ EntryCheck = Callable[[EntryConfig], Sequence[ConfigError]]
 
 
 def load_config(
-    path: Path, entry_check: EntryCheck | None = None, environ: Mapping[str, str] | None = None
+    path: Path,
+    entry_check: EntryCheck | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    strict_environment: bool = False,
 ) -> Config:
     """Read and parse ``path`` (see :func:`parse_config`). Blocking file I/O: the daemon calls it in a worker
     thread. As root, a file that another user could have written is refused (:mod:`pfxhttp.config.trust`)."""
@@ -99,7 +103,13 @@ def load_config(
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         error = ConfigError("the file is not valid UTF-8", location=Location(str(path), line, column))
         raise ConfigErrors([error]) from exc
-    return parse_config(text, source=str(path), entry_check=entry_check, environ=environ)
+    return parse_config(
+        text,
+        source=str(path),
+        entry_check=entry_check,
+        environ=environ,
+        strict_environment=strict_environment,
+    )
 
 
 def parse_config(
@@ -107,6 +117,8 @@ def parse_config(
     source: str = "<string>",
     entry_check: EntryCheck | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    strict_environment: bool = False,
 ) -> Config:
     """Parse configuration text. Raises :class:`ConfigErrors` listing every problem found.
 
@@ -117,7 +129,8 @@ def parse_config(
     ``entry_check`` lets a later layer (the backend compiles payload templates and JSONPath fields) report its
     problems with the entries in the same pass, so ``pfxhttp check`` prints them together with the rest.
     ``environ``: the process environment, whose ``PFXHTTP_*`` variables override keys of the file; None
-    (the default) applies none.
+    (the default) applies none. A variable that names no key is a warning in :attr:`Config.warnings` (the
+    daemon starts), or with ``strict_environment`` (``pfxhttp check``) an error.
     """
     root = compose(text, source)
     start = Location(source, 1, 1)
@@ -130,7 +143,7 @@ def parse_config(
     applied: tuple[str, ...] = ()
     if environ is not None:
         assert isinstance(root, MappingNode)
-        root, applied = apply_overrides(root, overrides_from(environ), problems)
+        root, applied = apply_overrides(root, overrides_from(environ), problems, strict=strict_environment)
     items = mapping_items(root, "", problems) or []
     top = check_keys(items, "", TOP_KEYS, TOP_DEFERRED, problems)
     socket_maps = parse_section(top.get("socket_maps"), EntryKind.SOCKET_MAP, problems)

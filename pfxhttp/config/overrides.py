@@ -20,13 +20,17 @@ Blocks of an entry (``cache``, ``jwt_auth`` ...) are replaced whole by an entry 
 that would create such a block in an entry that inherits it from ``defaults`` is an error (the other keys of
 the defaults' block would silently go), except for ``enabled``, which turns the inherited block off.
 
-Every ``PFXHTTP_`` variable must name a key: one that does not is an error with the closest spelling, never
-ignored, since an override that silently does nothing is worse than none. The node tree is changed copy on
+A ``PFXHTTP_`` variable that names no key (a stray ``PFXHTTP_BIN`` of some wrapper script, a variable for an
+entry the file no longer has) is never silently ignored: ``pfxhttp check`` reports it as an error
+(``strict``), and the daemon, which must not stop over a variable it does not read, starts and warns, naming
+the nearest variable that does set a key. A variable that names a key but cannot set it (a mapping key, a
+value in broken quotes, a block it would replace) stays an error everywhere. The node tree is changed copy on
 write, so a mapping shared through a YAML anchor changes only where the override points.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from pfxhttp.config.entries import ALIASES, DEFAULTS_KEY, POLICY_ONLY_KEYS
-from pfxhttp.config.keytree import Key, Shape, key_tree
+from pfxhttp.config.keytree import Key, Shape, key_tree, leaf_paths
 from pfxhttp.config.model import EntryKind
 from pfxhttp.config.yamlnodes import EnvMark, Problems, describe, env_location, is_null, join, suggest
 from pfxhttp.errors import ConfigError
@@ -71,13 +75,15 @@ def variable_for(*path: str) -> str:
 
 
 def apply_overrides(
-    root: MappingNode, overrides: Sequence[Override], problems: Problems
+    root: MappingNode, overrides: Sequence[Override], problems: Problems, *, strict: bool = False
 ) -> tuple[MappingNode, tuple[str, ...]]:
     """``root`` with every override applied, and the names of the variables applied. Problems are recorded
-    in ``problems``; an override with a problem changes nothing."""
+    in ``problems``; an override with a problem changes nothing. A variable that names no key is a warning,
+    or with ``strict`` (``pfxhttp check``) an error."""
     tree = key_tree()
     applied: list[str] = []
     paths: dict[str, str] = {}
+    original = root
     for override in overrides:
         walk = _Walk(override)
         try:
@@ -85,7 +91,17 @@ def apply_overrides(
             if walk.path in paths:
                 walk.fail(f"sets the same key as {paths[walk.path]}")
         except ConfigError as exc:
-            problems.errors.append(exc)
+            if not walk.names_no_key:
+                problems.errors.append(exc)
+                continue
+            nearest = exc.suggestion or nearest_variable(override.variable, original)
+            if strict:
+                problems.errors.append(
+                    ConfigError(exc.message, location=exc.location, path=exc.path, suggestion=nearest)
+                )
+            else:
+                hint = f" (the nearest that does: {nearest})" if nearest else ""
+                problems.warn_variable(override.variable, f"names no configuration key; ignored{hint}")
             continue
         root = changed
         paths[walk.path] = override.variable
@@ -93,17 +109,42 @@ def apply_overrides(
     return root, tuple(applied)
 
 
+def nearest_variable(variable: str, root: Node) -> str | None:
+    """The variable closest to ``variable`` (difflib's ratio) of those that set a single key of the file
+    ``root``: its entries and listeners, and every key the file may have."""
+    listeners = lookup(root, "server")
+    listen = lookup(listeners, "listen")
+    count = len(listen.value) if isinstance(listen, SequenceNode) else 1
+    names: list[str] = []
+    for path, key in leaf_paths(key_tree()):
+        if key.shape is Shape.IGNORED or not key.accepts_scalar():
+            continue
+        section, _, rest = path.partition(".*.")
+        if rest:
+            entries = [*mapping_keys(lookup(root, section)), DEFAULTS_KEY]
+            names += [variable_for(section, entry, *rest.split(".")) for entry in entries]
+        elif "[]." in path:
+            head, _, tail = path.partition("[].")
+            names += [variable_for(*head.split("."), str(n), *tail.split(".")) for n in range(count)]
+        else:
+            names.append(variable_for(*path.split(".")))
+    close = difflib.get_close_matches(variable.upper(), sorted(set(names)), n=1, cutoff=0.0)
+    return close[0] if close else None
+
+
 @dataclass(slots=True)
 class _Walk:
     """Resolves one variable name against the key tree and the file's nodes, level by level."""
 
     override: Override
+    names_no_key: bool = False  # set when the variable names no key that could be set (not a wrong value)
     path: str = ""  # the key path resolved so far
     consumed: str = PREFIX  # the part of the variable name resolved so far
     # In an entry (not `defaults`): the blocks its section's `defaults` gives, which the entry inherits.
     inherited: frozenset[str] = frozenset()
 
-    def fail(self, message: str, suggestion: str | None = None) -> NoReturn:
+    def fail(self, message: str, suggestion: str | None = None, *, names_no_key: bool = False) -> NoReturn:
+        self.names_no_key = names_no_key
         raise ConfigError(
             message, location=env_location(self.override.variable), path=self.path, suggestion=suggestion
         )
@@ -119,8 +160,12 @@ class _Walk:
         if child is None:
             self.path = join(self.path, word.lower())
             if self.path.startswith(EntryKind.SOCKET_MAP.value) and word.lower() in POLICY_ONLY_KEYS:
-                self.fail(f"'{word.lower()}' is only for policy_services")
-            self.fail("unknown key" if word else "names no key", self._respell(key, node, word, after))
+                self.fail(f"'{word.lower()}' is only for policy_services", names_no_key=True)
+            self.fail(
+                "unknown key" if word else "names no key",
+                self._respell(key, node, word, after),
+                names_no_key=True,
+            )
         self.step(child.name, word)
         if child.shape is Shape.IGNORED:
             self.fail("not supported by this version yet; the environment cannot set it")
@@ -128,14 +173,14 @@ class _Walk:
             self._refuse_replacing(child.name, word, after)
         if child.shape is Shape.VALUE:
             if after:
-                self.fail(f"a single value has no key {after.lower()!r}")
+                self.fail(f"a single value has no key {after.lower()!r}", names_no_key=True)
             if not child.accepts_scalar():
                 self.fail("takes a mapping; the environment sets single values only")
             value: Node = self.scalar()
         else:
             if not after:
                 what = "list of listeners" if child.shape is Shape.LISTENERS else "mapping"
-                self.fail(f"is a {what}: the variable must go on to one of its keys")
+                self.fail(f"is a {what}: the variable must go on to one of its keys", names_no_key=True)
             value = self.container(lookup(node, child.name), child, after)
         return with_key(node, child.name, value, self.override.variable)
 
@@ -162,7 +207,11 @@ class _Walk:
             close = suggest(word.upper(), sorted(entry_word(n) for n in names))
             hint = self.consumed + close + rest[len(word) :] if close else None
             self.path = join(self.path, word.lower())
-            self.fail(f"no {key.name} entry is named so (entries: {', '.join(sorted(names))})", hint)
+            self.fail(
+                f"no {key.name} entry is named so (entries: {', '.join(sorted(names))})",
+                hint,
+                names_no_key=True,
+            )
         longest = max(len(entry_word(n)) for n in matches)
         best = sorted(n for n in matches if len(entry_word(n)) == longest)
         if len(best) > 1:
@@ -173,7 +222,7 @@ class _Walk:
         self.step(name, rest[:longest])
         after = rest[longest + len(SEPARATOR) :]
         if not after:
-            self.fail("is an entry: the variable must go on to one of its keys")
+            self.fail("is an entry: the variable must go on to one of its keys", names_no_key=True)
         entry = lookup(node, name)
         if entry is not None and not is_null(entry) and not isinstance(entry, MappingNode):
             self.fail(f"the file gives {describe(entry)} here, not a mapping")
@@ -189,7 +238,7 @@ class _Walk:
         word, _, after = rest.partition(SEPARATOR)
         example = variable_for("server", "listen", "0", "port")
         if not word.isdigit():
-            self.fail(f"a listener is named by its index, as in {example}")
+            self.fail(f"a listener is named by its index, as in {example}", names_no_key=True)
         index = int(word)
         items: list[Node] = []
         if isinstance(node, SequenceNode):
@@ -197,11 +246,14 @@ class _Walk:
         elif isinstance(node, MappingNode):  # the first releases' single listener
             items = [node]
         if index >= len(items):
-            self.fail(f"there is no listener {index}: the file has {len(items)}")
+            self.fail(f"there is no listener {index}: the file has {len(items)}", names_no_key=True)
         self.path = f"{self.path}[{index}]"
         self.consumed += word + SEPARATOR
         if not after:
-            self.fail(f"is a listener: the variable must go on to one of its keys, as in {example}")
+            self.fail(
+                f"is a listener: the variable must go on to one of its keys, as in {example}",
+                names_no_key=True,
+            )
         item = items[index]
         if not isinstance(item, MappingNode):
             self.fail(f"the file gives {describe(item)} here, not a mapping")

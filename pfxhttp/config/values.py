@@ -118,21 +118,25 @@ def check_target(url: str) -> str:
     and query; it is then checked with every expression replaced by a placeholder. Scheme, host and port must
     be literal: a key must never choose which server is asked (the backend layer compiles the templates and
     percent-encodes what they yield as one path segment).
+
+    Messages quote the target without its userinfo, query and fragment (:func:`shown_target`): API keys live
+    there, and a config error is printed and logged.
     """
     if not url:
         raise ConfigError("target must be an http:// or https:// URL")
+    subject = _subject("target", url)
     if "{%" in url or "{#" in url:
-        raise ConfigError(f"target {url!r}: only {{{{ expression }}}} templates are allowed in a URL")
+        raise ConfigError(f"{subject}: only {{{{ expression }}}} templates are allowed in a URL")
     start = url.find("{{")
     if start < 0:
         return _check_url(url, url)
     if not _LITERAL_ORIGIN.match(url[:start]):
         raise ConfigError(
-            f"target {url!r}: scheme, host and port must be written literally; a template expression "
+            f"{subject}: scheme, host and port must be written literally; a template expression "
             "may only follow them, in the path or query (after the '/' or '?' that ends the host)"
         )
     if _TEMPLATE_EXPRESSION.sub("", url).find("{{") >= 0:
-        raise ConfigError(f"target {url!r} has an unclosed template expression ('{{{{' without '}}}}')")
+        raise ConfigError(f"{subject} has an unclosed template expression ('{{{{' without '}}}}')")
     return _check_url(_TEMPLATE_EXPRESSION.sub(_PLACEHOLDER, url), url)
 
 
@@ -140,12 +144,29 @@ def check_target(url: str) -> str:
 _LITERAL_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#{]+[/?#]")
 _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _PLACEHOLDER = "x"  # what an expression yields at most after percent-encoding, for the syntax check
+# scheme://, then userinfo (through the authority's last '@'), then the rest up to the query or fragment.
+_URL_PARTS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*@)?([^?#]*)(.?)", re.DOTALL)
+
+
+def shown_target(url: str) -> str | None:
+    """``url`` as a message may quote it: scheme, host, port and path; userinfo and the query or fragment
+    become ``...`` (credentials and API keys live there). None if it does not even start with a scheme."""
+    match = _URL_PARTS.match(url)
+    if match is None:
+        return None
+    scheme, userinfo, rest, cut = match.groups()
+    return f"{scheme}{'...@' if userinfo else ''}{rest}{cut + '...' if cut else ''}"
+
+
+def _subject(what: str, url: str) -> str:
+    shown = shown_target(url) if url else None
+    return f"{what} {shown!r}" if shown is not None else what
 
 
 def _check_url(url: str, shown: str, what: str = "target") -> str:
     """Check ``url`` (the target with templates replaced); messages name ``what`` and quote ``shown``, the URL
-    as written (an empty ``shown`` quotes nothing)."""
-    subject = f"{what} {shown!r}" if shown else what
+    as written, without its secrets (:func:`shown_target`); an empty ``shown`` quotes nothing."""
+    subject = _subject(what, shown)
     if any(c.isspace() or ord(c) < 0x20 for c in url):
         raise ConfigError(f"{subject} must be an http:// or https:// URL without blanks")
     parts = urllib.parse.urlsplit(url)

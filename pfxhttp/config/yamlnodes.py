@@ -3,6 +3,11 @@
 The loader works on PyYAML *nodes* (``yaml.compose`` with the safe resolver), never on constructed Python
 objects, because only nodes keep ``start_mark`` (the line and column of every key and value) and only nodes
 show duplicate keys, which PyYAML's constructor silently lets the last one win.
+
+Aliases are bounded: every ``*alias`` stands for a copy of its anchor's whole subtree wherever the loader
+walks it (``<<`` merges included), so a few hundred bytes of nested aliases can stand for millions of nodes
+(a "billion laughs"). :func:`compose` counts the nodes the aliases stand for as it composes and refuses a file
+beyond :data:`MAX_ALIAS_NODES`, at the alias that crossed it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import TypeVar
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.error import Mark
+from yaml.error import Mark, MarkedYAMLError
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pfxhttp.errors import ConfigError, ConfigErrors, Location
@@ -32,6 +38,11 @@ _TRUE_WORDS = frozenset({"1", "t", "T", "true", "True", "TRUE"})
 _FALSE_WORDS = frozenset({"0", "f", "F", "false", "False", "FALSE"})
 
 E = TypeVar("E", bound=enum.Enum)
+
+# The most nodes the aliases of one file may stand for, counted as copies of their anchors' subtrees. A real
+# config merging a 30-key block into a thousand entries stays far below; a walk of this many nodes takes
+# about a second. Upstream's YAML library (go-yaml v3) refuses such "excessive aliasing" too.
+MAX_ALIAS_NODES = 250_000
 
 
 # Keys and values set from the environment count as written after the whole file (so a check between two
@@ -101,6 +112,10 @@ class Problems:
         line = mark.line + 1
         self.warnings.append((line, f"{path} (line {line}): {message}"))
 
+    def warn_variable(self, variable: str, message: str) -> None:
+        """A warning about an environment variable as a whole (one that names no key)."""
+        self.warnings.append((_AFTER_THE_FILE, f"environment variable {variable}: {message}"))
+
     def deferred(self, node: Node, path: str) -> None:
         self.warn(node, path, "not supported by this version yet; ignored")
 
@@ -122,19 +137,67 @@ def _error_order(error: ConfigError) -> tuple[int, int, int, str]:
     return (0, location.line, location.column, "")
 
 
+class _AliasBomb(MarkedYAMLError):
+    """The aliases of a document stand for more than :data:`MAX_ALIAS_NODES` nodes."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting the nodes each alias stands for (its anchor's subtree, itself with
+    aliases expanded) as it composes; linear in the size of the text."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes its subtree stands for, aliases expanded
+        self._expanded = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if not self.check_event(AliasEvent):
+            node = super().compose_node(parent, index)
+            children: list[Node] = []
+            if isinstance(node, SequenceNode):
+                children = node.value
+            elif isinstance(node, MappingNode):
+                children = [child for pair in node.value for child in pair]
+            # A child not sized yet is an alias of an anchor still being composed (a recursive alias): the
+            # loader reports those where they matter, and one node is what they stand for here.
+            self._sizes[id(node)] = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+            return node
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        target = super().compose_node(parent, index)
+        self._expanded += self._sizes.get(id(target), 1)
+        if self._expanded > MAX_ALIAS_NODES:
+            problem = (
+                f"expand to more than {MAX_ALIAS_NODES} nodes here (nested anchors and '<<' merges multiply)"
+            )
+            raise _AliasBomb(problem=problem, problem_mark=mark)
+        return target
+
+
 def compose(text: str, source: str) -> Node | None:
-    """Parse one YAML document into nodes; syntax errors become a located :class:`ConfigErrors`."""
+    """Parse one YAML document into nodes; syntax errors and alias bombs become a located
+    :class:`ConfigErrors`."""
+    loader = _BoundedLoader(text)
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return loader.get_single_node()
+    except _AliasBomb as exc:
+        location = _location(exc, source)
+        raise ConfigErrors([ConfigError(f"YAML aliases {exc.problem}", location=location)]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        location = Location(source, mark.line + 1, mark.column + 1) if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise ConfigErrors([ConfigError(f"YAML syntax error: {problem}", location=location)]) from exc
+        raise ConfigErrors(
+            [ConfigError(f"YAML syntax error: {problem}", location=_location(exc, source))]
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigErrors([ConfigError(f"YAML error: {exc}", location=Location(source, 1, 1))]) from exc
     except RecursionError as exc:
         raise ConfigErrors([ConfigError("YAML nesting too deep", location=Location(source, 1, 1))]) from exc
+    finally:
+        loader.dispose()
+
+
+def _location(exc: MarkedYAMLError, source: str) -> Location | None:
+    mark = exc.problem_mark or exc.context_mark
+    return Location(source, mark.line + 1, mark.column + 1) if mark is not None else None
 
 
 def describe(node: Node) -> str:

@@ -38,19 +38,23 @@ _ATTRIBUTE_LINE = re.compile(r"^([^=\n]+)=(.*)$", re.MULTILINE)
 
 @dataclass(frozen=True, slots=True)
 class PolicyLimits:
-    """Per-connection caps of the policy decoder; each is far above what Postfix sends, yet bounded."""
+    """Per-connection caps of the policy decoder; each is far above what Postfix sends, yet bounded.
+
+    Requests are bounded by bytes, not by a count of attributes: SMTPD_POLICY_README has the server ignore
+    attributes it does not know, so a block of many short ones (a future Postfix, a milter-rich setup, 1,000
+    attributes in 25 KB) is as legitimate as a few long ones; the bytes are what it costs us.
+    """
 
     # Postfix caps what smtpd accepts per SMTP line at line_length_limit (2048 by default) and certificate
     # fields at a few hundred bytes, so no real attribute line comes near 16 KiB; a longer line is refused
     # while it is still arriving.
     max_line_length: int = 16384
-    # Postfix 3.12 sends about 35 distinct attributes; 256 leaves room for future versions and repeats.
-    max_attributes: int = 256
-    # A real block is a few KiB; 128 KiB bounds what one connection can make us buffer for one request.
+    # A real block is a few KiB; 128 KiB bounds what one connection can make us buffer for one request (its
+    # attributes, decoded, take at most about 3 MB: 43,690 empty ones, the worst case).
     max_block_size: int = 131072
 
     def __post_init__(self) -> None:
-        if self.max_line_length < 1 or self.max_attributes < 1 or self.max_block_size < 1:
+        if self.max_line_length < 1 or self.max_block_size < 1:
             raise ValueError("policy limits must be positive")
 
 
@@ -98,7 +102,7 @@ class PolicyRequest:
 
 
 class PolicyDecoder(LineBuffer):
-    """Incremental decoder of policy attribute blocks, with caps on line, count and block size.
+    """Incremental decoder of policy attribute blocks, with caps on line and block size (bytes).
 
     Line length counts the bytes before the LF (a trailing CR included); block size counts every byte of
     the block, the final empty line included. A block that is already whole takes a fast path; anything
@@ -172,8 +176,6 @@ class PolicyDecoder(LineBuffer):
         # The block's '=' and LF in order: "=\n" once per line when each line holds exactly one '='.
         separators = buf[start : end + 1].translate(None, _ALL_BUT_SEPARATORS)
         lines = separators.count(b"\n")
-        if lines > limits.max_attributes:
-            return None
         if separators == _ONE_EQUALS_PER_LINE * lines:
             tokens = text.replace("\n", "=").split("=")  # name, value, name, value, ...
             names = tokens[::2]
@@ -246,8 +248,6 @@ class PolicyDecoder(LineBuffer):
             self._fail("policy attribute line without '='")
         if equals == start:
             self._fail("policy attribute with an empty name")
-        if len(self._attrs) >= self._limits.max_attributes:
-            self._fail(f"policy request with more than {self._limits.max_attributes} attributes")
         name = buf[start:equals].decode(_ENCODING, _LOSSLESS)
         value = buf[equals + 1 : end].decode(_ENCODING, _LOSSLESS)
         self._attrs.append((name, value))
