@@ -114,7 +114,8 @@ MAP_CASES = [
     ("virtual_mailbox_maps", "alice@example.com", "example.com/alice/"),
     ("virtual_mailbox_maps", "ERIN@example.net", "example.net/erin/"),
     ("virtual_mailbox_maps", "team@example.com", None),  # an alias, not an account
-    ("virtual_mailbox_maps", "a/../b@example.com", None),  # one encoded path segment: no such account
+    ("virtual_mailbox_maps", "a/../b@example.com", None),  # climbs out of its segment once decoded: not asked
+    ("virtual_mailbox_maps", "a/b@example.com", None),  # one encoded path segment: no such account
     # virtual_mailbox_domains: the domain has accounts
     ("virtual_mailbox_domains", "example.com", "example.com"),
     ("virtual_mailbox_domains", "Example.NET", "example.net"),
@@ -137,7 +138,8 @@ async def test_maps_through_postmap(daemon: Daemon, api: RunningApi, tmp_path: P
                 assert (result.outcome, result.value) == (PostmapOutcome.FOUND, expected), (name, key, result)
         paths = api.controller.paths()
         assert "/mail/alias/postmaster%40example.com/" in paths  # lower-cased, one encoded segment
-        assert "/mail/account/a%2F..%2Fb%40example.com/" in paths
+        assert "/mail/account/a%2Fb%40example.com/" in paths
+        assert not [path for path in paths if "..%2F" in path]
         assert "/mail/account/?domain=example.net" in paths
 
         # The API goes down: answers already known come from the cache, anything else is a temporary error
