@@ -7,6 +7,7 @@ import dataclasses
 import io
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -272,6 +273,17 @@ async def pfxhttp_process(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def pfxhttp_check(config: Path, *, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    """``python -m pfxhttp check --config CONFIG`` run to its end (within ``timeout``), output captured."""
+    with trio.fail_after(timeout):
+        return await trio.run_process(
+            [sys.executable, "-m", "pfxhttp", "check", "--config", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
 
 
 async def connect(address: str) -> trio.abc.Stream:

@@ -3,14 +3,13 @@ payload (API keys live there, and ``pfxhttp check`` output lands in terminals, C
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-import trio
 
 from pfxhttp.config.values import shown_target
+from tests.conftest import pfxhttp_check
 
 SECRET = "sk-live-0123456789abcdef"
 
@@ -38,13 +37,7 @@ socket_maps:
 async def test_check_reports_every_error_without_quoting_secrets(tmp_path: Path) -> None:
     path = tmp_path / "pfxhttp.yml"
     path.write_text(CONFIG)
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [sys.executable, "-m", "pfxhttp", "check", "--config", str(path)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await pfxhttp_check(path)
     assert result.returncode == 78
     output = result.stderr.decode()
     assert SECRET not in output

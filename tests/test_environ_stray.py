@@ -5,13 +5,12 @@ names a key; ``pfxhttp check`` reports the same variable as an error."""
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import Backend, daemon_config, pfxhttp_process, socketmap_query
+from tests.conftest import Backend, daemon_config, pfxhttp_check, pfxhttp_process, socketmap_query
 
 WARNING = (
     "environment variable PFXHTTP_BIN: names no configuration key; ignored "
@@ -39,12 +38,7 @@ async def test_daemon_starts_and_warns_check_refuses(
             assert await socketmap_query(str(sock_dir / "map.sock"), "echo", "x@y") == "OK x@y"
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
-        check = await trio.run_process(
-            [sys.executable, "-m", "pfxhttp", "check", "--config", str(config)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+        check = await pfxhttp_check(config)
     [warning] = [line for line in log.read_text().splitlines() if "configuration warning" in line]
     assert f"warning='{WARNING}'" in warning
     assert check.returncode == 78

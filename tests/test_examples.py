@@ -8,7 +8,6 @@ ports by 0 (any free port): nothing else of the file is changed.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import trio
 
 from pfxhttp.demo.httpd import serve_http
-from tests.conftest import Daemon, policy_query, start_daemon
+from tests.conftest import Daemon, pfxhttp_check, policy_query, start_daemon
 from tests.mailcontroller import Account, MailController
 from tests.postfix_harness import PostmapOutcome, make_postfix_config_dir, postfix_available, postmap_query
 from tests.postfix_smtpd import PolicyStage, private_smtpd
@@ -88,13 +87,7 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 async def test_pfxhttp_check_accepts_the_example(path: Path) -> None:
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [sys.executable, "-m", "pfxhttp", "check", "--config", str(path)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await pfxhttp_check(path)
     assert result.returncode == 0, result.stderr.decode()
     assert b": OK: " in result.stdout
     assert result.stderr == b""  # no warnings either

@@ -16,7 +16,7 @@ import trio
 from pfxhttp.config import parse_config
 from pfxhttp.errors import ConfigErrors, Location
 from pfxhttp.server.privileges import Identity, PrivilegeError, resolve
-from tests.conftest import Backend, pfxhttp_process, socketmap_query
+from tests.conftest import Backend, pfxhttp_check, pfxhttp_process, socketmap_query
 from tests.test_cli import unix_config, wait_for
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
@@ -110,13 +110,7 @@ def test_run_as_group_without_run_as_user_is_a_config_error() -> None:
 async def test_pfxhttp_check_refuses_a_group_alone(tmp_path: Path) -> None:
     config = tmp_path / "pfxhttp.yml"
     config.write_text(GROUP_ONLY)
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [sys.executable, "-m", "pfxhttp", "check", "--config", str(config)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await pfxhttp_check(config)
     assert result.returncode == 78  # EX_CONFIG
     assert b"run_as_group needs run_as_user" in result.stderr
 

@@ -3,15 +3,14 @@ millions of nodes (a "billion laughs"), and the refusal names the alias that cro
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-import trio
 
 from pfxhttp.config import parse_config
 from pfxhttp.config.yamlnodes import MAX_ALIAS_NODES
 from pfxhttp.errors import ConfigErrors
+from tests.conftest import pfxhttp_check
 
 LISTEN = "server:\n  listen:\n    - {type: tcp, address: 127.0.0.1, port: 0}\n"
 
@@ -31,13 +30,7 @@ async def test_check_refuses_a_merge_bomb_with_its_position(tmp_path: Path) -> N
     path = tmp_path / "pfxhttp.yml"
     path.write_text(merge_bomb(8, 8))
     assert path.stat().st_size < 500
-    with trio.fail_after(60):  # liveness only: the bound makes it a fraction of a second
-        result = await trio.run_process(
-            [sys.executable, "-m", "pfxhttp", "check", "--config", str(path)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await pfxhttp_check(path, timeout=60)  # liveness only: the bound makes it a fraction of a second
     assert result.returncode == 78
     assert result.stderr.decode().splitlines() == [
         f"pfxhttp: {path}:7:15: YAML aliases expand to more than {MAX_ALIAS_NODES} nodes here "
