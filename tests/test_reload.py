@@ -14,7 +14,7 @@ from pfxhttp.config import load_config
 from pfxhttp.config.model import LoggingConfig, LogLevel
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.server.app import Server
-from pfxhttp.server.reload import reload_configuration
+from pfxhttp.server.daemon import reload_configuration
 from tests.conftest import Backend, echo_client, pfxhttp_process, socketmap_query
 
 BASE = """
