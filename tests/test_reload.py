@@ -171,3 +171,30 @@ async def test_sighup_names_what_only_a_restart_applies(
     restart = [line for line in lines if "restart to apply" in line]
     assert len(restart) == 1 and "server.workers" in restart[0]
     assert not any("worker=" in line or '"worker"' in line for line in lines)  # still one process
+
+
+async def test_a_sighup_as_soon_as_a_socket_exists_reloads_and_never_kills(
+    backend: Backend, sock_dir: Path, tmp_path: Path
+) -> None:
+    # The first socket file appears while the daemon still binds the other listeners (each a thread hop for its
+    # staging directory) and drops privileges: a SIGHUP then used to meet its default action and kill it.
+    config_path = tmp_path / "pfxhttp.yml"
+    extra = "".join(
+        f"    - {{kind: socket_map, type: unix, address: {sock_dir}/extra{i}.sock, mode: '0660'}}\n"
+        for i in range(12)
+    )
+    log = tmp_path / "daemon.log"
+    for attempt in range(3):
+        write_config(config_path, backend.url, sock_dir, attempt)
+        config_path.write_text(config_path.read_text().replace("  logging:", extra + "  logging:"))
+        with trio.fail_after(30):
+            async with pfxhttp_process("--config", str(config_path), output=log) as process:
+                while not (sock_dir / "map.sock").exists():
+                    await trio.sleep(0.001)
+                process.send_signal(signal.SIGHUP)
+                while "configuration reloaded" not in log.read_text():
+                    assert process.poll() is None, log.read_text()
+                    await trio.sleep(0.02)
+                assert await socketmap_query(str(sock_dir / "extra11.sock"), "echo", "k") == "OK k"
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0

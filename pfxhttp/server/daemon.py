@@ -40,8 +40,10 @@ from pfxhttp.server.app import Server
 
 T = TypeVar("T")
 
-# SIGHUP is received (not left to its default action, which kills the process) in every shape, also where it
-# does nothing: a worker would otherwise die of the HUP that a shell or a careless `kill -HUP` sends it.
+# Received from before the first bind to the end, in every shape, SIGHUP included where it does nothing: its
+# default action kills the process. A listener's socket file appearing is how a client (or `systemctl reload`
+# from a script) learns the daemon is up; a SIGHUP sent then, while the daemon still drops privileges, must
+# reload, not kill it (the reload waits until serving starts). A worker would die of a stray HUP too.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -154,8 +156,6 @@ async def serve_until_signal(
     ``inherited``: systemd's sockets; ``environ``: PFXHTTP_* overrides for reloads, and readiness goes to its
     $NOTIFY_SOCKET when set."""
     server = Server(runtime, log, inherited=inherited, notify_environ=environ)
-    await server.bind()  # outside any nursery, so a BindError reaches the caller unwrapped
-    await drop_privileges(runtime.config, log)
 
     async def hangup() -> None:
         source = server.runtime.config.source
@@ -164,7 +164,9 @@ async def serve_until_signal(
             return
         await reload_configuration(server, Path(source), environ)
 
-    with open_signals() as signals:
+    with open_signals() as signals:  # before binding: see SIGNALS
+        await server.bind()  # outside any nursery, so a BindError reaches the caller unwrapped
+        await drop_privileges(runtime.config, log)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             await watch_signals(signals, log=lambda: server.log, stop=server.request_stop, hangup=hangup)

@@ -124,18 +124,18 @@ async def serve_worker(runtime: Runtime, log: Any, spec: WorkerSpec) -> None:
     channel = trio.socket.from_stdlib_socket(socket.socket(fileno=spec.channel))
     with channel:
         server = Server(runtime, log, inherited=spec.listeners, notify_environ=None)
-        try:
-            await server.bind()  # adopts duplicates of the inherited descriptors
-        finally:
-            for fd in set(spec.descriptors()):  # the duplicates are all this process needs from now on
-                os.close(fd)
-        # Normally a no-op: the supervisor dropped before starting us (and warned if it runs as root).
-        await drop_privileges(runtime.config, log, quiet_if_unset=True)
 
         async def hangup() -> None:
             log.info("SIGHUP ignored by a worker: the supervisor reloads by starting new workers")
 
-        with open_signals() as signals:
+        with open_signals() as signals:  # before binding (daemon.SIGNALS)
+            try:
+                await server.bind()  # adopts duplicates of the inherited descriptors
+            finally:
+                for fd in set(spec.descriptors()):  # the duplicates are all this process needs from now on
+                    os.close(fd)
+            # Normally a no-op: the supervisor dropped before starting us (and warned if it runs as root).
+            await drop_privileges(runtime.config, log, quiet_if_unset=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)
                 async with trio.open_nursery() as watchers:
