@@ -19,10 +19,8 @@ import argparse
 import gc
 import json
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -36,12 +34,11 @@ from pfxhttp.errors import ConfigError, ConfigErrors, PfxhttpError, PolicyError
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.protocol.policy import PolicyDecoder, PolicyRequest
 from pfxhttp.protocol.socketmap import SocketmapRequest, SocketmapStatus
-from pfxhttp.server import privileges, systemd
-from pfxhttp.server.app import Server
+from pfxhttp.server import systemd
+from pfxhttp.server.daemon import serve_until_signal
 from pfxhttp.server.limits import raise_nofile_limit
 from pfxhttp.server.listeners import BindError
 from pfxhttp.server.privileges import PrivilegeError
-from pfxhttp.server.reload import reload_configuration
 
 EXIT_OK = 0
 EXIT_NOTFOUND = 1
@@ -88,38 +85,6 @@ def _log_startup(config: Config, log: Any) -> None:
         log.warning("configuration warning", warning=warning)
 
 
-async def serve_until_signal(
-    runtime: Runtime, log: Any, inherited: Mapping[str, Sequence[int]] | None = None
-) -> None:
-    """Run the server until SIGTERM/SIGINT (graceful stop); SIGHUP reloads the configuration file.
-
-    Listeners are bound first (as root, if started so), then privileges are dropped (server.run_as_user),
-    then requests are served. ``inherited``: systemd's sockets; readiness goes to $NOTIFY_SOCKET when set."""
-    server = Server(runtime, log, inherited=inherited, notify_environ=os.environ)
-    await server.bind()  # outside any nursery, so a BindError reaches the caller unwrapped
-    settings = runtime.config.server
-    identity = await trio.to_thread.run_sync(privileges.resolve, settings.run_as_user, settings.run_as_group)
-    privileges.apply(identity, log)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-
-            async def watch() -> None:
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        if runtime.config.source is None:
-                            server.log.error("SIGHUP: no configuration file to reload")
-                            continue
-                        if await reload_configuration(server, Path(runtime.config.source), os.environ):
-                            _warn_workers_changed(server)
-                        continue
-                    server.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-                    server.request_stop()
-                    return
-
-            nursery.start_soon(watch)
-
-
 def _settle_heap() -> None:
     """Before serving: collect, then move every object that exists now (modules, the compiled configuration)
     out of the cyclic collector's sight, and let it run less often. A lookup's objects are freed by reference
@@ -128,14 +93,6 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 50, 100)
-
-
-def _warn_workers_changed(server: Server) -> None:
-    workers = server.runtime.config.server.workers
-    if workers != 1:  # a single process has no supervisor to start more: that takes a restart
-        server.log.error(
-            "changed by the reload but applied only at start: restart to apply", key="server.workers"
-        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -170,7 +127,7 @@ def _serve(log: Any, main: Callable[..., Awaitable[int | None]], *args: Any) -> 
 
 
 def _run_supervisor(config: Config) -> int:
-    """``server.workers`` > 1: this process binds the listeners and supervises the workers (workers.py)."""
+    """``server.workers`` > 1: this process binds the listeners and supervises the workers (supervisor.py)."""
     configure_logging(config.server.logging)
     log = get_logger()
     _log_startup(config, log)
@@ -178,7 +135,7 @@ def _run_supervisor(config: Config) -> int:
 
 
 async def _supervise(config: Config, log: Any, inherited: Mapping[str, Sequence[int]]) -> int:
-    from pfxhttp.server.workers import Supervisor
+    from pfxhttp.server.supervisor import Supervisor
 
     return await Supervisor(config, log, inherited=inherited, environ=os.environ).run()
 

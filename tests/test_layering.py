@@ -1,8 +1,11 @@
-"""Import layering: protocol <- config <- backend <- server <- cli, and a protocol layer free of I/O.
+"""Import layering: protocol <- config <- logsetup <- backend <- server <- cli/demo, a protocol layer free of
+I/O, and no import cycle anywhere.
 
 An AST walk over every module under pfxhttp/ (whichever exist when the test runs) checks each import against
-the rules below; the checker itself is tested on synthetic sources so that a pass means something. A
-subprocess then imports pfxhttp.protocol and looks at what really got loaded.
+the rules below, then looks for cycles in the module graph (Tarjan's strongly connected components; imports
+inside functions and under TYPE_CHECKING count: a lazy import is still a dependency); the checkers themselves are
+tested on synthetic sources so that a pass means something. A subprocess then imports pfxhttp.protocol and looks
+at what really got loaded.
 """
 
 from __future__ import annotations
@@ -42,18 +45,22 @@ PROTOCOL_STDLIB = frozenset(
 PROTOCOL_FORBIDDEN_CALLS = frozenset({"open", "print", "input", "__import__", "exec", "eval", "breakpoint"})
 
 # The layers, lowest first. "root" is the pfxhttp package itself (or an attribute of it, like __version__).
-LAYERS = ("errors", "protocol", "config", "backend", "server", "cli")
+# demo and cli are peers at the top: the CLI starts the demo, the demo serves through the server layer, and
+# neither may import the other's way back (the demo once imported the CLI for its serve loop: a cycle).
+LAYERS = ("errors", "protocol", "config", "logsetup", "backend", "server", "demo", "cli")
 
-# For each importing layer, the pfxhttp layers it may import. Layers absent here (logsetup, demo, ...) are
-# not constrained by this test. errors is imported by everyone, so it may import nothing of pfxhttp.
+# For each importing layer, the pfxhttp layers it may import. errors is imported by everyone, so it may import
+# nothing of pfxhttp; logsetup reads its settings from the config model.
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset({"root", "errors"}),
     "protocol": frozenset({"root", "errors", "protocol"}),
     "config": frozenset({"root", "errors", "protocol", "config"}),
+    "logsetup": frozenset({"root", "errors", "protocol", "config", "logsetup"}),
 }
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "backend": frozenset({"server", "cli"}),
-    "server": frozenset({"cli"}),
+    "backend": frozenset({"server", "demo", "cli"}),
+    "server": frozenset({"demo", "cli"}),
+    "demo": frozenset({"cli"}),
 }
 
 
@@ -92,6 +99,15 @@ def layer_of(dotted: str, known: frozenset[str]) -> str | None:
     return parts[1]
 
 
+def _from_base(module: Module, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` statement imports from, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
+    base_parts = package[: len(package) - (node.level - 1)]
+    return ".".join([*base_parts, *([node.module] if node.module else [])])
+
+
 def imported_names(module: Module) -> list[tuple[int, str]]:
     """(line, dotted module name) for every import in ``module``, relative ones resolved.
 
@@ -104,12 +120,7 @@ def imported_names(module: Module) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found.extend((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
-                base_parts = package[: len(package) - (node.level - 1)]
-                base = ".".join([*base_parts, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
+            base = _from_base(module, node)
             if base == "pfxhttp":
                 found.extend((node.lineno, f"pfxhttp.{alias.name}") for alias in node.names)
             else:
@@ -144,6 +155,65 @@ def violations(module: Module, known: frozenset[str]) -> list[str]:
     return problems
 
 
+def import_graph(modules: list[Module]) -> dict[str, frozenset[str]]:
+    """module -> the pfxhttp modules it imports. ``from pfxhttp.config import auth`` names the submodule
+    pfxhttp.config.auth when it exists, else the package (a name defined in its __init__); an imported name
+    that is a class or function counts as its module."""
+    names = {m.name for m in modules}
+
+    def existing(dotted: str) -> str | None:
+        while dotted and dotted not in names:
+            dotted = dotted.rpartition(".")[0]
+        return dotted or None
+
+    graph: dict[str, frozenset[str]] = {}
+    for module in modules:
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(module.source)):
+            if isinstance(node, ast.Import):
+                targets.update(existing(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = _from_base(module, node)
+                targets.update(existing(f"{base}.{alias.name}") for alias in node.names)
+        graph[module.name] = frozenset(t for t in targets if t is not None and t != module.name)
+    return graph
+
+
+def import_cycles(graph: dict[str, frozenset[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan), each sorted, sorted: the cycles."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:  # recursion depth is bounded by the number of modules (about 100)
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, frozenset())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
 # --- the real tree ------------------------------------------------------------------------------------
 
 
@@ -162,6 +232,22 @@ def test_every_module_follows_the_layering() -> None:
     known = top_level_names(PACKAGE_DIR)
     problems = [p for module in discover(PACKAGE_DIR) for p in violations(module, known)]
     assert problems == []
+
+
+# The config parsers' cycle (keytree -> loader -> overrides -> keytree, through a late import) is the config
+# owners' to break (architecture review, 1b); listed here so that any OTHER cycle fails now, and this entry must
+# go when that one is gone (test_known_cycles_still_exist).
+KNOWN_CYCLES = [["pfxhttp.config.keytree", "pfxhttp.config.loader", "pfxhttp.config.overrides"]]
+
+
+def test_no_import_cycles() -> None:
+    cycles = import_cycles(import_graph(discover(PACKAGE_DIR)))
+    assert [c for c in cycles if c not in KNOWN_CYCLES] == []
+
+
+def test_known_cycles_still_exist() -> None:
+    cycles = import_cycles(import_graph(discover(PACKAGE_DIR)))
+    assert [c for c in KNOWN_CYCLES if c not in cycles] == []
 
 
 def test_importing_the_protocol_layer_loads_no_io_library() -> None:
@@ -197,7 +283,7 @@ def test_importing_the_protocol_layer_loads_no_io_library() -> None:
 
 # --- the checker, on synthetic sources -------------------------------------------------------------------
 
-KNOWN = frozenset({"errors", "protocol", "config", "backend", "server", "cli", "logsetup"})
+KNOWN = frozenset({"errors", "protocol", "config", "backend", "server", "cli", "logsetup", "demo"})
 
 
 SUBPACKAGES = frozenset({"pfxhttp.protocol", "pfxhttp.config", "pfxhttp.backend", "pfxhttp.server"})
@@ -234,6 +320,12 @@ def check(name: str, source: str) -> list[str]:
         ("pfxhttp.server.app", "import pfxhttp.cli"),
         ("pfxhttp.server.app", "from .. import cli"),
         ("pfxhttp.errors", "from pfxhttp.protocol import netstring"),
+        ("pfxhttp.demo.run", "from pfxhttp.cli import main"),
+        ("pfxhttp.demo.run", "def f():\n    from .. import cli\n"),
+        ("pfxhttp.server.daemon", "from pfxhttp.demo.run import run_demo"),
+        ("pfxhttp.backend.pool", "import pfxhttp.demo.httpd"),
+        ("pfxhttp.logsetup", "from pfxhttp.backend import runtime"),
+        ("pfxhttp.logsetup", "from pfxhttp.server import app"),
     ],
 )
 def test_checker_catches(name: str, source: str) -> None:
@@ -254,7 +346,12 @@ def test_checker_catches(name: str, source: str) -> None:
         ("pfxhttp.backend.pool", "from pfxhttp.protocol import policy\nfrom pfxhttp import logsetup"),
         ("pfxhttp.server.app", "from pfxhttp.backend import pool\nfrom ..config import loader\nimport trio"),
         ("pfxhttp.cli", "from pfxhttp.server import app\nfrom pfxhttp import backend, config"),
-        ("pfxhttp.logsetup", "import structlog"),
+        ("pfxhttp.logsetup", "import structlog\nfrom pfxhttp.config.model import LoggingConfig"),
+        (
+            "pfxhttp.demo.run",
+            "from pfxhttp.server.daemon import serve_until_signal\nfrom pfxhttp import logsetup",
+        ),
+        ("pfxhttp.cli", "def f():\n    from pfxhttp.demo.run import run_demo\n"),
         ("pfxhttp.errors", "from collections.abc import Iterable\nfrom dataclasses import dataclass"),
     ],
 )
@@ -267,3 +364,50 @@ def test_relative_imports_resolve_against_the_package() -> None:
     assert [t for _, t in imported_names(package)] == ["pfxhttp.protocol", "pfxhttp.errors"]
     module = Module("pfxhttp.protocol.policy", False, "from . import netstring\nfrom ..server import app")
     assert [t for _, t in imported_names(module)] == ["pfxhttp.protocol", "pfxhttp.server"]
+
+
+def graph_of(sources: dict[str, str]) -> dict[str, frozenset[str]]:
+    return import_graph([Module(name, name in SUBPACKAGES, source) for name, source in sources.items()])
+
+
+def test_cycle_checker_finds_a_lazy_cycle_between_layers() -> None:
+    # The shape the demo had: the CLI imports the demo inside a function, the demo imports the CLI.
+    graph = graph_of(
+        {
+            "pfxhttp.cli": "def f():\n    from pfxhttp.demo.run import run_demo\n",
+            "pfxhttp.demo.run": "from pfxhttp.cli import serve_until_signal",
+            "pfxhttp.server.daemon": "from pfxhttp.server.app import Server",
+            "pfxhttp.server.app": "import trio",
+        }
+    )
+    assert import_cycles(graph) == [["pfxhttp.cli", "pfxhttp.demo.run"]]
+
+
+def test_cycle_checker_sees_submodules_imported_from_a_package() -> None:
+    graph = graph_of(
+        {
+            "pfxhttp.config": "from pfxhttp.config.loader import load_config",
+            "pfxhttp.config.loader": "from pfxhttp.config import overrides",
+            "pfxhttp.config.overrides": "from . import keytree",
+            "pfxhttp.config.keytree": "def f():\n    from pfxhttp.config import loader\n",
+            "pfxhttp.config.model": "from pfxhttp.config import values",  # values: not a module here
+        }
+    )
+    assert graph["pfxhttp.config.loader"] == {"pfxhttp.config.overrides"}
+    assert graph["pfxhttp.config.model"] == {"pfxhttp.config"}
+    assert import_cycles(graph) == [
+        ["pfxhttp.config.keytree", "pfxhttp.config.loader", "pfxhttp.config.overrides"]
+    ]
+
+
+def test_cycle_checker_accepts_a_layered_graph() -> None:
+    graph = graph_of(
+        {
+            "pfxhttp.cli": "from pfxhttp.server import daemon\ndef f():\n    from pfxhttp.demo import run\n",
+            "pfxhttp.demo.run": "from pfxhttp.server.daemon import serve_until_signal",
+            "pfxhttp.server.daemon": "from pfxhttp.server.app import Server\nfrom .app import Server as S",
+            "pfxhttp.server.app": "import trio\nfrom pfxhttp.errors import BindError",
+            "pfxhttp.errors": "",
+        }
+    )
+    assert import_cycles(graph) == []

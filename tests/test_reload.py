@@ -11,10 +11,10 @@ import trio
 from pfxhttp.backend.compile import check_entry
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config import load_config
-from pfxhttp.config.model import LoggingConfig, LogLevel
+from pfxhttp.config.model import Config, LoggingConfig, LogLevel
 from pfxhttp.logsetup import configure_logging, get_logger
 from pfxhttp.server.app import Server
-from pfxhttp.server.reload import reload_configuration
+from pfxhttp.server.daemon import reload_configuration, restart_keys
 from tests.conftest import Backend, echo_client, pfxhttp_process, socketmap_query
 
 BASE = """
@@ -122,3 +122,79 @@ async def test_sighup_reloads_a_running_daemon(backend: Backend, sock_dir: Path,
     assert "configuration reloaded" in text
     assert "socketmap request" in text  # the reload switched the log level to debug
     assert os.path.exists(sock_dir) and not (sock_dir / "map.sock").exists()
+
+
+def parsed(path: Path, url: str, sock: Path, server_extra: str) -> Config:
+    write_config(path, url, sock, 0)
+    text = path.read_text().replace(
+        "  logging:", f"{server_extra}  logging:" if server_extra else "  logging:"
+    )
+    path.write_text(text)
+    return load_config(path, entry_check=check_entry)
+
+
+def test_restart_keys_single_process_and_supervisor(tmp_path: Path, sock_dir: Path) -> None:
+    file = tmp_path / "pfxhttp.yml"
+    url = "http://127.0.0.1:9"
+    plain = parsed(file, url, sock_dir, "")
+    metrics = parsed(file, url, sock_dir, "  metrics: {enabled: true, port: 9}\n")
+    workers = parsed(file, url, sock_dir, "  workers: 3\n")
+    user = parsed(file, url, sock_dir, "  run_as_user: nobody\n")
+    assert restart_keys(plain, plain, supervised=False) == []
+    assert restart_keys(plain, metrics, supervised=False) == ["server.metrics"]
+    assert restart_keys(plain, workers, supervised=False) == ["server.workers"]
+    assert restart_keys(plain, user, supervised=False) == ["server.run_as_user/run_as_group"]
+    # The supervisor starts a generation of the new size, and refuses metrics before it gets here.
+    assert restart_keys(workers, plain, supervised=True) == []
+    assert restart_keys(workers, user, supervised=True) == ["server.run_as_user/run_as_group"]
+
+
+async def test_sighup_names_what_only_a_restart_applies(
+    backend: Backend, sock_dir: Path, tmp_path: Path
+) -> None:
+    config_path = tmp_path / "pfxhttp.yml"
+    write_config(config_path, backend.url, sock_dir, 0)
+    log = tmp_path / "daemon.log"
+    with trio.fail_after(30):
+        async with pfxhttp_process("--config", str(config_path), output=log) as process:
+            while not (sock_dir / "map.sock").exists():
+                await trio.sleep(0.02)
+            write_config(config_path, backend.url, sock_dir, 1, second=True)
+            config_path.write_text(config_path.read_text().replace("  logging:", "  workers: 2\n  logging:"))
+            process.send_signal(signal.SIGHUP)
+            while not (sock_dir / "second.sock").exists():  # the rest of the file applies
+                await trio.sleep(0.02)
+            assert await socketmap_query(str(sock_dir / "second.sock"), "later", "k") == "OK k"
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    lines = log.read_text().splitlines()
+    restart = [line for line in lines if "restart to apply" in line]
+    assert len(restart) == 1 and "server.workers" in restart[0]
+    assert not any("worker=" in line or '"worker"' in line for line in lines)  # still one process
+
+
+async def test_a_sighup_as_soon_as_a_socket_exists_reloads_and_never_kills(
+    backend: Backend, sock_dir: Path, tmp_path: Path
+) -> None:
+    # The first socket file appears while the daemon still binds the other listeners (each a thread hop for its
+    # staging directory) and drops privileges: a SIGHUP then used to meet its default action and kill it.
+    config_path = tmp_path / "pfxhttp.yml"
+    extra = "".join(
+        f"    - {{kind: socket_map, type: unix, address: {sock_dir}/extra{i}.sock, mode: '0660'}}\n"
+        for i in range(12)
+    )
+    log = tmp_path / "daemon.log"
+    for attempt in range(3):
+        write_config(config_path, backend.url, sock_dir, attempt)
+        config_path.write_text(config_path.read_text().replace("  logging:", extra + "  logging:"))
+        with trio.fail_after(30):
+            async with pfxhttp_process("--config", str(config_path), output=log) as process:
+                while not (sock_dir / "map.sock").exists():
+                    await trio.sleep(0.001)
+                process.send_signal(signal.SIGHUP)
+                while "configuration reloaded" not in log.read_text():
+                    assert process.poll() is None, log.read_text()
+                    await trio.sleep(0.02)
+                assert await socketmap_query(str(sock_dir / "extra11.sock"), "echo", "k") == "OK k"
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0

@@ -26,7 +26,7 @@ from pfxhttp.config import load_config
 from pfxhttp.config.model import LoggingConfig, LogLevel
 from pfxhttp.demo.httpd import HttpReply, HttpRequest
 from pfxhttp.logsetup import configure_logging, get_logger
-from pfxhttp.server.workers import Supervisor
+from pfxhttp.server.supervisor import Supervisor
 from tests.conftest import Backend, echo_client, json_reply, pfxhttp_process, socketmap_query, unused_port
 from tests.test_systemd import receive, start_socket_activated, stream_listener
 

@@ -22,12 +22,12 @@ from typing import Any
 import trio
 
 from pfxhttp.backend.runtime import Runtime
-from pfxhttp.cli import serve_until_signal
 from pfxhttp.config import load_config
 from pfxhttp.config.model import LoggingConfig
 from pfxhttp.demo.backend import DemoBackend
 from pfxhttp.demo.httpd import serve_http
 from pfxhttp.logsetup import configure_logging, get_logger
+from pfxhttp.server.daemon import serve_until_signal
 from pfxhttp.server.listeners import BindError
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -27,7 +27,7 @@ from pfxhttp.config.model import ListenKind
 from pfxhttp.server import systemd
 from pfxhttp.server.connection import ServerContext, serve_connection
 from pfxhttp.server.limits import connection_cap
-from pfxhttp.server.listeners import BindError, BoundListener, close_bound
+from pfxhttp.server.listeners import BindError, BoundListener, bind_all, close_bound
 from pfxhttp.server.listeners import bind as bind_listener
 from pfxhttp.server.registry import FRAME_TIMEOUT, WRITE_TIMEOUT
 
@@ -110,10 +110,8 @@ class Server:
         """Bind every configured listener (all or none); ``serve`` calls it if the caller did not."""
         if self.bound:
             return self.bound
-        bound: list[BoundListener] = []
+        bound = await bind_all(self.runtime.config.server.listen, self.inherited)
         try:
-            for listen in self.runtime.config.server.listen:
-                bound.append(await bind_listener(listen, self.inherited))
             if self.metrics_endpoint is not None:  # metrics
                 await self.metrics_endpoint.bind()
         except BaseException:
@@ -309,25 +307,14 @@ class Server:
     # --- systemd: sd_notify(3) (socket activation is in listeners.py; see systemd.py) ---
 
     def sd_notify(self, state: str) -> None:
-        """Tell systemd ``state`` when started with ``notify_environ``; a failure is logged, never raised: the
-        daemon keeps serving even if systemd cannot hear it."""
-        environ = self.notify_environ
-        if environ is None or systemd.notify(state, environ) or not environ.get("NOTIFY_SOCKET"):
-            return
-        self.log.error("cannot notify systemd", state=state.split("\n", 1)[0])
+        """Tell systemd ``state`` when started with ``notify_environ`` (systemd.send: never raises)."""
+        systemd.send(state, self.notify_environ, self.log)
 
     def ready_state(self) -> str:
         """``READY=1`` with a STATUS= line for ``systemctl status``."""
         count = sum(len(b.listeners) for b in self.bound)
         return systemd.ready_state(f"serving on {count} socket(s)")
 
-    @contextlib.contextmanager
-    def systemd_reloading(self) -> Iterator[None]:
-        """Wrap a configuration reload: RELOADING=1 with MONOTONIC_USEC= before (as ``Type=notify-reload``,
-        systemd >= 253, requires), READY=1 after, also when the reload failed and the old configuration serves
-        on (systemd waits for READY=1 to end the reload either way)."""
-        self.sd_notify(systemd.reloading_state())
-        try:
-            yield
-        finally:
-            self.sd_notify(self.ready_state())
+    def systemd_reloading(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap a configuration reload in RELOADING=1 ... READY=1 (systemd.reloading)."""
+        return systemd.reloading(self.sd_notify, self.ready_state)

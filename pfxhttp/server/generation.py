@@ -1,5 +1,5 @@
 """One generation of worker processes (``server.workers > 1``): start N, learn when all serve, keep them running,
-stop them. The supervisor (workers.py) decides when generations start and stop; this module runs them.
+stop them. The supervisor (supervisor.py) decides when generations start and stop; this module runs them.
 
 Each worker is ``python -m pfxhttp run --config FILE --internal-worker SPEC`` (worker.py) with the generation's
 listening sockets and one end of a socketpair passed as descriptors. The worker writes one byte on it once it

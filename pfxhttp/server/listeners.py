@@ -219,6 +219,22 @@ async def bind(config: ListenConfig, inherited: Mapping[str, Sequence[int]]) -> 
     return BoundListener(config, listeners, addresses)
 
 
+async def bind_all(
+    configs: Sequence[ListenConfig], inherited: Mapping[str, Sequence[int]]
+) -> list[BoundListener]:
+    """Bind every listener of ``configs`` in order, or none: on any failure (BindError, cancellation) the ones
+    already bound are closed again before it propagates, so a daemon that cannot start leaves no socket behind."""
+    bound: list[BoundListener] = []
+    try:
+        for config in configs:
+            bound.append(await bind(config, inherited))
+    except BaseException:
+        for b in bound:
+            close_bound(b)
+        raise
+    return bound
+
+
 def close_bound(bound: BoundListener) -> None:
     """Close a bound listener's sockets (synchronously: safe under cancellation) and remove its unix socket file."""
     for listener in bound.listeners:

@@ -16,11 +16,13 @@ Pure standard library, and nothing here touches trio: the server layer wraps the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
 
 from pfxhttp.server.listeners import BindError
 
@@ -83,6 +85,29 @@ def ready_state(status: str = "") -> str:
 def notify_reloading(environ: Mapping[str, str] = os.environ) -> bool:
     """Tell systemd a reload began; send ``ready_state`` when it ended, whether or not it succeeded."""
     return notify(reloading_state(), environ)
+
+
+def send(state: str, environ: Mapping[str, str] | None, log: Any) -> None:
+    """sd_notify(3) from the daemon (the single process, or the supervisor: workers pass ``environ=None``). A
+    failure is logged, never raised: the daemon keeps serving even if systemd cannot hear it."""
+    if environ is None or notify(state, environ) or not environ.get("NOTIFY_SOCKET"):
+        return
+    log.error("cannot notify systemd", state=state.split("\n", 1)[0])
+
+
+@contextlib.contextmanager
+def reloading(deliver: Callable[[str], None], ready: Callable[[], str | None]) -> Iterator[None]:
+    """Wrap a configuration reload: RELOADING=1 with MONOTONIC_USEC= before (as ``Type=notify-reload``, systemd
+    >= 253, requires), ``ready()`` after, also when the reload failed and the old configuration serves on (systemd
+    waits for READY=1 to end the reload either way). ``ready()`` returns None when the daemon is stopping by
+    then: STOPPING=1 was sent, and a READY=1 after it would tell systemd the opposite."""
+    deliver(reloading_state())
+    try:
+        yield
+    finally:
+        state = ready()
+        if state is not None:
+            deliver(state)
 
 
 def _count(name: str, text: str) -> int:

@@ -1,6 +1,6 @@
 """One worker process of ``server.workers > 1``: serve the supervisor's listening sockets with the normal Server.
 
-The supervisor (workers.py) binds every listener and starts each worker as ``python -m pfxhttp run --config FILE
+The supervisor (supervisor.py) binds every listener and starts each worker as ``python -m pfxhttp run --config FILE
 --internal-worker SPEC``. SPEC (JSON, see ``WorkerSpec``) is internal, not for operators: it names the
 descriptors the worker inherited (``pass_fds``) by ``socket_key`` and the descriptor of its channel to the
 supervisor. The worker reads the same file with the same environment (PFXHTTP_* overrides included) and adopts
@@ -20,18 +20,18 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
 
 from pfxhttp.backend.runtime import Runtime
 from pfxhttp.config.model import Config, ListenConfig, ListenType
-from pfxhttp.server import privileges
 from pfxhttp.server.app import Server
+from pfxhttp.server.daemon import drop_privileges, open_signals, watch_signals
 
 READY_BYTE = b"1"
 # A worker asked to stop first stops accepting, then waits this long before closing its idle connections: one
@@ -124,24 +124,26 @@ async def serve_worker(runtime: Runtime, log: Any, spec: WorkerSpec) -> None:
     channel = trio.socket.from_stdlib_socket(socket.socket(fileno=spec.channel))
     with channel:
         server = Server(runtime, log, inherited=spec.listeners, notify_environ=None)
-        try:
-            await server.bind()  # adopts duplicates of the inherited descriptors
-        finally:
-            for fd in set(spec.descriptors()):  # the duplicates are all this process needs from now on
-                os.close(fd)
-        settings = runtime.config.server
-        identity = await trio.to_thread.run_sync(
-            privileges.resolve, settings.run_as_user, settings.run_as_group
-        )
-        if identity is not None:  # normally a no-op: the supervisor dropped before starting us
-            privileges.apply(identity, log)  # (and it warned already if it runs as root without a drop)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+
+        async def hangup() -> None:
+            log.info("SIGHUP ignored by a worker: the supervisor reloads by starting new workers")
+
+        with open_signals() as signals:  # before binding (daemon.SIGNALS)
+            try:
+                await server.bind()  # adopts duplicates of the inherited descriptors
+            finally:
+                for fd in set(spec.descriptors()):  # the duplicates are all this process needs from now on
+                    os.close(fd)
+            # Normally a no-op: the supervisor dropped before starting us (and warned if it runs as root).
+            await drop_privileges(runtime.config, log, quiet_if_unset=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)
                 async with trio.open_nursery() as watchers:
                     stopping = trio.Event()
                     watchers.start_soon(_lifeline, channel, log, stopping)
-                    watchers.start_soon(_signals, signals, log, stopping)
+                    watchers.start_soon(
+                        partial(watch_signals, signals, log=lambda: log, stop=stopping.set, hangup=hangup)
+                    )
                     await stopping.wait()
                     server.stop_accepting()
                     await trio.sleep(HANDOVER)
@@ -158,13 +160,3 @@ async def _lifeline(channel: trio.socket.SocketType, log: Any, stop: trio.Event)
     if not data:
         log.error("the supervisor is gone, stopping")
         stop.set()
-
-
-async def _signals(signals: Any, log: Any, stop: trio.Event) -> None:
-    async for signum in signals:
-        if signum == signal.SIGHUP:
-            log.info("SIGHUP ignored by a worker: the supervisor reloads by starting new workers")
-            continue
-        log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-        stop.set()
-        return

@@ -7,7 +7,8 @@ Workers are fresh interpreters (``python -m pfxhttp run --internal-worker``, wor
 loop is not an option) that inherit the bound sockets and serve them with the normal Server. The kernel hands
 each new connection to one of the processes waiting in accept() on a socket; a worker that exits takes only
 its own connections with it. The supervisor never accepts and keeps the sockets open, so a listening socket
-outlives any worker.
+outlives any worker. Binding all or none, the privilege drop, the signal loop and a reload's reading and
+"restart to apply" checks are the single process's own (daemon.py).
 
 N workers started together are a generation (generation.py). systemd hears READY=1 once every worker of the
 first generation serves, RELOADING=1 / READY=1 around a reload and STOPPING=1 at a stop, all from the
@@ -25,7 +26,6 @@ with metrics is refused here): each process would count only its own requests.
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -37,11 +37,18 @@ import trio
 from pfxhttp.backend.compile import check_entry
 from pfxhttp.config import load_config
 from pfxhttp.config.model import Config
-from pfxhttp.errors import ConfigError, ConfigErrors
 from pfxhttp.logsetup import configure_logging, get_logger
-from pfxhttp.server import privileges, systemd
+from pfxhttp.server import systemd
+from pfxhttp.server.daemon import (
+    drop_privileges,
+    load_for_reload,
+    log_restart_keys,
+    open_signals,
+    restart_keys,
+    watch_signals,
+)
 from pfxhttp.server.generation import Generation
-from pfxhttp.server.listeners import BoundListener, close_bound, remove_unix_socket
+from pfxhttp.server.listeners import BoundListener, bind_all, close_bound, remove_unix_socket
 from pfxhttp.server.listeners import bind as bind_listener
 from pfxhttp.server.worker import socket_key
 
@@ -79,17 +86,20 @@ class Supervisor:
     # --- running ---------------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        with open_signals() as signals:
             bound = await self._bind_all(self.config)  # BindError reaches the caller: exit 71
             try:
-                settings = self.config.server
-                identity = await trio.to_thread.run_sync(
-                    privileges.resolve, settings.run_as_user, settings.run_as_group
-                )
-                privileges.apply(identity, self.log)  # before any worker starts: they inherit the identity
+                await drop_privileges(self.config, self.log)  # before any worker starts: they inherit it
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self._in_scope, partial(self._watch_signals, signals))
+                    watch = partial(
+                        watch_signals,
+                        signals,
+                        log=lambda: self.log,
+                        stop=self.request_stop,
+                        hangup=self._hangup,
+                    )
+                    nursery.start_soon(self._in_scope, watch)
                     first = self._launch(self.config, bound)
                     if await self._wait_started(first):
                         self.current = first
@@ -131,14 +141,8 @@ class Supervisor:
         except trio.WouldBlock:
             pass
 
-    async def _watch_signals(self, signals: Any) -> None:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                self.request_reload()
-                continue
-            self.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-            self.request_stop()
-            return
+    async def _hangup(self) -> None:
+        self.request_reload()  # without waiting: a signal during a reload must still reach watch_signals
 
     async def _reloader(self) -> None:
         async for _ in self._reloads_receive:
@@ -150,14 +154,7 @@ class Supervisor:
     # --- listeners -------------------------------------------------------------------------------------
 
     async def _bind_all(self, config: Config) -> list[BoundListener]:
-        bound: list[BoundListener] = []
-        try:
-            for listen in config.server.listen:
-                bound.append(await bind_listener(listen, self.inherited))
-        except BaseException:
-            for b in bound:
-                close_bound(b)
-            raise
+        bound = await bind_all(config.server.listen, self.inherited)
         self.opened += bound
         self._log_listening(bound)
         return bound
@@ -241,28 +238,16 @@ class Supervisor:
     async def reload(self, path: Path) -> bool:
         """SIGHUP: True if a new generation serves the file at ``path`` now, False if the running one stays."""
         self.log.info("reloading configuration", config=str(path))
-        self.notify(systemd.reloading_state())
-        try:
+        with systemd.reloading(self.notify, lambda: None if self.stopping.is_set() else self.ready_state()):
             return await self._reload(path)
-        finally:
-            if not self.stopping.is_set():
-                self.notify(self.ready_state())
 
     async def _reload(self, path: Path) -> bool:
         running = self.current
         assert running is not None  # the reloader starts once the first generation is ready
-        try:
-            config = await trio.to_thread.run_sync(
-                partial(load_config, path, entry_check=check_entry, environ=self.environ)
-            )
-        except ConfigError as exc:
-            for problem in exc.errors if isinstance(exc, ConfigErrors) else [exc]:
-                self.log.error(
-                    "configuration reload failed, the running configuration stays", problem=problem.render()
-                )
-            return False
-        except Exception:  # a reload must never take the running daemon down
-            self.log.exception("configuration reload failed, the running configuration stays")
+        config = await load_for_reload(
+            path, self.log, partial(load_config, entry_check=check_entry, environ=self.environ)
+        )
+        if config is None:
             return False
         if config.server.metrics.enabled:
             self.log.error("configuration reload failed: server.metrics needs server.workers: 1")
@@ -281,8 +266,7 @@ class Supervisor:
         running.stop()  # after the switch: _retire then keeps the sockets the new generation shares
         configure_logging(config.server.logging)
         self.log = get_logger()
-        for key in _needs_restart(running.config, config):
-            self.log.error("changed by the reload but applied only at start: restart to apply", key=key)
+        log_restart_keys(self.log, restart_keys(running.config, config, supervised=True))
         self.log.info("configuration reloaded", config=str(path), workers=generation.size)
         return True
 
@@ -290,9 +274,7 @@ class Supervisor:
 
     def notify(self, state: str) -> None:
         """sd_notify(3) from the supervisor only (NotifyAccess=main); a failure is logged, never raised."""
-        if systemd.notify(state, self.environ) or not self.environ.get("NOTIFY_SOCKET"):
-            return
-        self.log.error("cannot notify systemd", state=state.split("\n", 1)[0])
+        systemd.send(state, self.environ, self.log)
 
     def ready_state(self) -> str:
         generation = self.current
@@ -300,9 +282,3 @@ class Supervisor:
             return systemd.ready_state()
         count = sum(len(b.listeners) for b in generation.bound)
         return systemd.ready_state(f"{generation.size} workers serving on {count} socket(s)")
-
-
-def _needs_restart(old: Config, new: Config) -> list[str]:
-    if (old.server.run_as_user, old.server.run_as_group) != (new.server.run_as_user, new.server.run_as_group):
-        return ["server.run_as_user/run_as_group"]
-    return []
