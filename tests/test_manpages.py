@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,30 +27,76 @@ def section(text: str, title: str) -> str:
     return text[start : end if end >= 0 else None]
 
 
-def test_the_manual_documents_every_key() -> None:
-    text = plain(MAN / "pfxhttp.yml.5")
-    words = set(re.findall(r"[A-Za-z_]+", text))
-    undocumented: list[str] = []
-    for path, key in leaf_paths(key_tree()):
-        if key.shape is Shape.IGNORED:
+# The two sections whose ``.TP`` tags name keys, and the path their top-level tags are relative to.
+KEY_SECTIONS = {"SERVER": ("",), "SOCKET_MAPS AND POLICY_SERVICES": ("socket_maps.*.", "policy_services.*.")}
+KEY = re.compile(r"[a-z_]+(\.[a-z_]+)*")
+
+
+def bold_words(request: str) -> list[str]:
+    """The bold words of one ``.B``/``.BR`` request: ``.BR a ", " b`` alternates bold and roman."""
+    macro, _, rest = request.partition(" ")
+    words = shlex.split(rest)
+    return words if macro == ".B" else words[::2]
+
+
+def documented_paths(page: Path) -> list[tuple[str, ...]]:
+    """The dotted paths each key tag of the page documents, one tuple per tag: a tag's words are taken
+    relative to the tag that opened the enclosing ``.RS`` block (``server.listen`` > ``port`` is
+    ``server.listen.port``), so a key must be spelled under its whole path, not found by its last word."""
+    tags: list[tuple[str, ...]] = []
+    context: list[tuple[str, ...]] = []
+    last: tuple[str, ...] = ()
+    lines = page.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith(".SH "):
+            title = line[4:].strip().strip('"')
+            context = [KEY_SECTIONS[title]] if title in KEY_SECTIONS else []
+        elif not context:
             continue
-        parts = path.replace("[]", "").split(".")
-        if parts[-1] not in words:
-            undocumented.append(path)
-        # Server settings are documented under their full path (server.metrics.port), not just the last word.
-        if parts[0] == "server" and parts[1] != "listen" and f"server.{parts[1]}" not in text:
-            undocumented.append(path)
-    assert undocumented == []
+        elif line == ".RS":
+            context.append(tuple(f"{path}." for path in last))
+        elif line == ".RE":
+            context.pop()
+        elif line == ".TP" and number + 1 < len(lines):
+            names = [w for w in bold_words(lines[number + 1].replace("\\-", "-")) if KEY.fullmatch(w)]
+            last = tuple(prefix + name for prefix in context[-1] for name in names)
+            tags.append(last)
+    return tags
+
+
+def tree_paths(shape: Shape) -> set[str]:
+    # The page writes a listener's keys as server.listen.port, not server.listen[].port.
+    return {path.replace("[]", "") for path, key in leaf_paths(key_tree()) if key.shape is shape}
+
+
+def test_the_manual_documents_every_key_under_its_whole_path() -> None:
+    documented = {path for tag in documented_paths(MAN / "pfxhttp.yml.5") for path in tag}
+    assert sorted(tree_paths(Shape.VALUE) - documented) == []
+
+
+def test_every_key_tag_of_the_manual_names_a_key_or_a_block() -> None:
+    # A typo or a removed key in the page: none of the paths a tag stands for exists.
+    known = tree_paths(Shape.VALUE)
+    prefixes = {path[: i + 1] for path in known for i, char in enumerate(path) if char == "."}
+    tags = documented_paths(MAN / "pfxhttp.yml.5")
+    assert len(tags) > 50  # the parse found the key lists
+    assert [tag for tag in tags if not any(p in known or f"{p}." in prefixes for p in tag)] == []
 
 
 def test_ignored_keys_are_listed_as_not_yet_implemented_and_only_they() -> None:
-    text = plain(MAN / "pfxhttp.yml.5")
-    listed = section(text, "NOT YET IMPLEMENTED")
-    ignored = {path.split(".")[-1] for path, key in leaf_paths(key_tree()) if key.shape is Shape.IGNORED}
-    assert [name for name in sorted(ignored) if name not in listed] == []
-    implemented = {path.split(".")[-1] for path, key in leaf_paths(key_tree()) if key.shape is Shape.VALUE}
-    words = set(re.findall(r"[A-Za-z_]+", listed))
-    assert sorted((implemented - ignored) & words) == []
+    page = (MAN / "pfxhttp.yml.5").read_text()
+    listed = page[page.index(".SH NOT YET IMPLEMENTED\n") :]
+    listed = listed[: listed.index("\n.SH ")]
+    # Server keys under their whole path (server.http_client.proxy), entry keys under their name.
+    bold = {w.rstrip(",.") for line in listed.splitlines() if line.startswith(".B") for w in bold_words(line)}
+    ignored = {
+        re.sub(r"^(socket_maps|policy_services)\.\*\.", "", path) for path in tree_paths(Shape.IGNORED)
+    }
+    assert sorted(ignored - bold) == []
+    implemented = {
+        re.sub(r"^(socket_maps|policy_services)\.\*\.", "", path) for path in tree_paths(Shape.VALUE)
+    }
+    assert sorted(bold & (implemented | {path.split(".")[-1] for path in implemented})) == []
 
 
 def test_the_manual_explains_the_environment_overrides() -> None:
