@@ -10,7 +10,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from pfxhttp.backend.guard import BreakerState, CircuitBreaker, WorkerPool
+from pfxhttp.backend.guard import Attempt, BreakerState, CircuitBreaker, WorkerPool
 from pfxhttp.config.model import CircuitBreakerConfig, WorkerPoolConfig
 from pfxhttp.errors import BackendBusy, BackendError
 
@@ -45,34 +45,56 @@ def open_breaker(breaker: CircuitBreaker, failures: int) -> None:
     assert state_of(breaker) is BreakerState.OPEN
 
 
+def fail(breaker: CircuitBreaker) -> None:
+    with breaker.attempt() as attempt:
+        assert attempt.admitted
+        attempt.failure()
+
+
+def succeed(breaker: CircuitBreaker) -> None:
+    with breaker.attempt() as attempt:
+        assert attempt.admitted
+        attempt.success()
+
+
+def admits(breaker: CircuitBreaker) -> bool:
+    """Would a request go to the backend now? Asked as the runtime asks, through an attempt left without a
+    verdict, which frees a half-open probe slot again."""
+    with breaker.attempt() as attempt:
+        admitted = attempt.admitted
+    return admitted
+
+
+def is_probe(breaker: CircuitBreaker, attempt: Attempt) -> bool:
+    # The one request a half-open breaker lets through.
+    return attempt.admitted and state_of(breaker) is BreakerState.HALF_OPEN
+
+
 # -- circuit breaker ----------------------------------------------------------------------------------------
 
 
 def test_opens_at_exactly_the_configured_consecutive_failures() -> None:
     breaker, _ = make_breaker(failures=3)
     for expected in (1, 2):
-        breaker.record_failure()
-        assert state_of(breaker) is BreakerState.CLOSED
-        assert breaker.consecutive_failures == expected
-        assert breaker.allow()
-    breaker.record_failure()
+        fail(breaker)
+        assert state_of(breaker) is BreakerState.CLOSED, expected
+        assert admits(breaker)
+    fail(breaker)
     assert state_of(breaker) is BreakerState.OPEN
     assert breaker.opened_count == 1
-    assert not breaker.allow()
+    assert not admits(breaker)
     assert breaker.rejected_count == 1
 
 
 def test_success_resets_the_consecutive_failure_count() -> None:
     breaker, _ = make_breaker(failures=3)
-    breaker.record_failure()
-    breaker.record_failure()
-    with breaker.attempt() as attempt:
-        attempt.success()
-    assert breaker.consecutive_failures == 0
-    breaker.record_failure()
-    breaker.record_failure()
+    fail(breaker)
+    fail(breaker)
+    succeed(breaker)
+    fail(breaker)
+    fail(breaker)
     assert state_of(breaker) is BreakerState.CLOSED
-    breaker.record_failure()
+    fail(breaker)
     assert state_of(breaker) is BreakerState.OPEN
 
 
@@ -80,17 +102,15 @@ def test_stays_open_until_exactly_cooldown_then_admits_one_probe() -> None:
     breaker, clock = make_breaker(failures=2, cooldown=10.0)
     open_breaker(breaker, 2)  # opened at t=100
     clock.now = 109.75
-    assert not breaker.allow()
+    assert not admits(breaker)
     assert state_of(breaker) is BreakerState.OPEN
     clock.now = 110.0
     with breaker.attempt() as probe:
-        assert probe.admitted and probe.is_probe
-        assert state_of(breaker) is BreakerState.HALF_OPEN
-        assert breaker.probe_in_flight
+        assert is_probe(breaker, probe)
         for _ in range(3):  # everyone else is refused while the probe runs
             with breaker.attempt() as other:
                 assert not other.admitted
-            assert not breaker.allow()
+            assert not admits(breaker)
         probe.success()
     assert state_of(breaker) is BreakerState.CLOSED
     assert breaker.rejected_count == 7
@@ -103,10 +123,8 @@ def test_successful_probe_closes_and_forgets_failures() -> None:
     with breaker.attempt() as probe:
         probe.success()
     assert state_of(breaker) is BreakerState.CLOSED
-    assert not breaker.probe_in_flight
-    assert breaker.consecutive_failures == 0
-    assert all(breaker.allow() for _ in range(5))
-    breaker.record_failure()  # one failure after closing is not enough to re-open
+    assert all(admits(breaker) for _ in range(5))
+    fail(breaker)  # one failure after closing is not enough to re-open
     assert state_of(breaker) is BreakerState.CLOSED
 
 
@@ -115,15 +133,15 @@ def test_failed_probe_reopens_for_a_full_cooldown_from_the_failure() -> None:
     open_breaker(breaker, 1)  # t=100
     clock.now = 110.0
     with breaker.attempt() as probe:
-        assert probe.is_probe
+        assert is_probe(breaker, probe)
         clock.now = 112.0  # the probe takes two seconds to fail
         probe.failure()
     assert state_of(breaker) is BreakerState.OPEN
     assert breaker.opened_count == 2
     clock.now = 121.75
-    assert not breaker.allow()
+    assert not admits(breaker)
     clock.now = 122.0
-    assert breaker.allow()
+    assert admits(breaker)
     assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
@@ -136,20 +154,19 @@ async def test_cancelled_probe_releases_the_probe_slot() -> None:
 
         async def probe() -> None:
             with breaker.attempt() as attempt:
-                assert attempt.is_probe
+                assert is_probe(breaker, attempt)
                 started.set()
                 await trio.sleep_forever()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(probe)
             await started.wait()
-            assert not breaker.allow()  # the probe is running
+            assert not admits(breaker)  # the probe is running
             nursery.cancel_scope.cancel()
         assert state_of(breaker) is BreakerState.HALF_OPEN  # cancelled: neither success nor failure
-        assert not breaker.probe_in_flight
         assert breaker.opened_count == 1
         with breaker.attempt() as again:
-            assert again.admitted and again.is_probe
+            assert is_probe(breaker, again)
 
 
 def test_exception_in_the_probe_block_is_no_verdict() -> None:
@@ -157,11 +174,11 @@ def test_exception_in_the_probe_block_is_no_verdict() -> None:
     open_breaker(breaker, 1)
     clock.now += 5.0
     with pytest.raises(BackendBusy), breaker.attempt() as attempt:
-        assert attempt.is_probe
+        assert is_probe(breaker, attempt)
         raise BackendBusy("queue full")  # not the backend's fault: must not count either way
     assert state_of(breaker) is BreakerState.HALF_OPEN
     assert breaker.opened_count == 1
-    assert breaker.allow()
+    assert admits(breaker)
 
 
 async def test_exactly_one_probe_among_concurrent_tasks() -> None:
@@ -202,10 +219,10 @@ def test_late_failures_of_requests_admitted_before_opening_are_ignored() -> None
         assert breaker.opened_count == 1
         clock.now = 110.0
         probe = stack.enter_context(breaker.attempt())
-        assert probe.is_probe
+        assert is_probe(breaker, probe)
         slower.failure()  # while HALF_OPEN, not the probe: must not fail the probe
         assert state_of(breaker) is BreakerState.HALF_OPEN
-        assert breaker.probe_in_flight
+        assert not admits(breaker)  # the probe still holds its slot
         probe.success()
         assert state_of(breaker) is BreakerState.CLOSED
 
@@ -213,34 +230,37 @@ def test_late_failures_of_requests_admitted_before_opening_are_ignored() -> None
 def test_stale_probe_does_not_release_its_successors_slot() -> None:
     with ExitStack() as stack:
         breaker, clock = make_breaker(failures=1, cooldown=1.0)
+        straggler = stack.enter_context(breaker.attempt())  # admitted before the circuit opened
+        assert straggler.admitted
         open_breaker(breaker, 1)
         clock.now += 1.0
         old_probe = stack.enter_context(breaker.attempt())
-        assert old_probe.is_probe
-        breaker.record_success()  # a straggler's success closed the circuit meanwhile
+        assert is_probe(breaker, old_probe)
+        straggler.success()  # the straggler's success closed the circuit meanwhile
         open_breaker(breaker, 1)
         clock.now += 1.0
         with breaker.attempt() as new_probe:
-            assert new_probe.is_probe
+            assert is_probe(breaker, new_probe)
             stack.close()  # the old probe leaves without a verdict
-            assert breaker.probe_in_flight
-            assert not breaker.allow()
+            assert not admits(breaker)
             new_probe.failure()
         assert state_of(breaker) is BreakerState.OPEN
 
 
-def test_simple_allow_record_api_drives_the_same_machine() -> None:
+def test_a_probe_holds_its_slot_until_its_verdict() -> None:
     breaker, clock = make_breaker(failures=1, cooldown=2.0)
-    breaker.record_failure()
+    fail(breaker)
     clock.now += 2.0
-    assert breaker.allow()  # the probe
-    assert not breaker.allow()
-    breaker.record_failure()
+    with breaker.attempt() as probe:
+        assert is_probe(breaker, probe)
+        assert not admits(breaker)
+        probe.failure()
     assert state_of(breaker) is BreakerState.OPEN
     assert breaker.opened_count == 2
     clock.now += 2.0
-    assert breaker.allow()
-    breaker.record_success()
+    with breaker.attempt() as probe:
+        assert is_probe(breaker, probe)
+        probe.success()
     assert state_of(breaker) is BreakerState.CLOSED
 
 
@@ -264,11 +284,11 @@ def test_verdict_misuse_raises() -> None:
 async def test_default_clock_is_trios(mock_clock: trio.testing.MockClock) -> None:
     # Async only to run under trio's (mock) clock; it never awaits, so it cannot block.
     breaker = CircuitBreaker(CircuitBreakerConfig(failures=1, cooldown=10.0))
-    breaker.record_failure()
+    fail(breaker)
     mock_clock.jump(9.5)
-    assert not breaker.allow()
+    assert not admits(breaker)
     mock_clock.jump(0.5)
-    assert breaker.allow()
+    assert admits(breaker)
 
 
 def test_breaker_rejects_impossible_config() -> None:
