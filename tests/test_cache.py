@@ -207,9 +207,10 @@ async def test_default_clock_is_trio_time(autojump_clock: trio.testing.MockClock
 # --- constructors from configuration ---------------------------------------------------------------------
 
 
-def test_from_config() -> None:
+def test_the_entry_cache_block_alone() -> None:
     config = CacheConfig(ttl=30.0, negative_ttl=5.0, stale_if_error=60.0, max_entries=7)
-    cache = AnswerCache.from_config(config, clock=FakeClock())
+    cache = AnswerCache.for_entry(config, ResponseCacheConfig(), clock=FakeClock())
+    assert cache is not None
     assert (cache.ttl, cache.negative_ttl, cache.stale_if_error, cache.max_entries) == (30.0, 5.0, 60.0, 7)
 
 
