@@ -7,8 +7,8 @@ import pytest
 import trio
 
 from pfxhttp.backend.contentcoding import gzip_body
-from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
-from pfxhttp.backend.pool import HttpClient, HttpResponse
+from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest, Target, prepare_request
+from pfxhttp.backend.pool import HttpClient
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from tests.httpd_scripted import ScriptedConnection, ScriptedServer, scripted_server
 
@@ -161,12 +161,6 @@ def test_custom_user_agent_replaces_default() -> None:
 def test_prepare_request_rejects(method: str, headers: list[tuple[str, str]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         prepare_request(method, Target.parse("http://h/"), headers, user_agent=UA)
-
-
-def test_response_header_lookup() -> None:
-    response = HttpResponse(200, ((b"content-type", b"application/json"), (b"x", b"1"), (b"x", b"2")), b"")
-    assert response.header(b"x") == b"1"
-    assert response.header(b"missing") is None
 
 
 # --- response framing against a real server ---

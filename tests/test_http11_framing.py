@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from pfxhttp.backend.pool import HttpResponse
+from pfxhttp.backend.httpmsg import HttpResponse
 from pfxhttp.errors import (
     BackendBodyTooLarge,
     BackendProtocolError,
@@ -30,6 +30,18 @@ async def test_content_length_body_and_lowercased_headers() -> None:
     )
     assert server.requests[0].body == b"{}"
     assert server.requests[0].header("Content-Length") == "2"
+
+
+async def test_repeated_header_fields_are_kept_in_arrival_order() -> None:
+    # Nothing is folded or dropped: a repeated field keeps each value where it came (RFC 9110 section 5.3).
+    raw = b"HTTP/1.1 200 OK\r\nX: 1\r\nContent-Type: application/json\r\nX: 2\r\nContent-Length: 2\r\n\r\n{}"
+    response, _ = await one_response(raw)
+    assert response.headers == (
+        (b"x", b"1"),
+        (b"content-type", b"application/json"),
+        (b"x", b"2"),
+        (b"content-length", b"2"),
+    )
 
 
 CHUNKED = (

@@ -9,7 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from pfxhttp.backend.pool import HttpClient, PreparedRequest, Target, prepare_request
+from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
+from pfxhttp.backend.pool import HttpClient
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendTimeout, BackendTransportError
 from tests.httpd_scripted import ScriptedConnection, ScriptedServer, scripted_server, serve_forever
