@@ -40,12 +40,28 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def persisted(path: str | Path, key: str) -> bool:
+    """Did a store write ``key`` into its database file? Read as another process would, read-only; anything
+    that is not a readable pfxhttp database (no file, a directory, garbage, a dropped table) holds nothing."""
+    if not Path(path).is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT 1 FROM pfxhttp_tokens WHERE key = ?", (key,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
 async def test_memory_store_round_trip(captured: Captured) -> None:
     store = open_token_store(None, captured.log)
-    assert not store.persistent
     assert await store.load(KEY) is None
     await store.save(KEY, TOKEN)
     assert await store.load(KEY) == TOKEN
+    assert await open_token_store(None, captured.log).load(KEY) is None  # memory is the store's own
     await store.delete(KEY, BARE)  # not the stored token: kept
     assert await store.load(KEY) == TOKEN
     await store.delete(KEY, TOKEN)
@@ -59,8 +75,8 @@ async def test_sqlite_round_trip_keeps_every_field_across_a_restart(
 ) -> None:
     path = str(tmp_path / "tokens.db")
     store = open_token_store(path, captured.log)
-    assert store.persistent
     await store.save(KEY, TOKEN)
+    assert persisted(path, KEY)
     await store.save("other", BARE)
     await store.save("gone", BARE)
     await store.delete("gone")
@@ -68,7 +84,6 @@ async def test_sqlite_round_trip_keeps_every_field_across_a_restart(
     await store.aclose()
 
     restarted = open_token_store(path, captured.log)
-    assert restarted.persistent
     assert await restarted.load(KEY) == TOKEN  # access, refresh, expires_at, obtained_at all equal
     loaded = await restarted.load("other")
     assert loaded == BARE and loaded is not None and loaded.refresh is None
@@ -103,11 +118,11 @@ async def test_existing_files_lose_group_and_other_bits(
     store = open_token_store(str(path), captured.log)
     assert mode(path) == 0o644  # nothing touched before the first call (it runs after the privilege drop)
     assert await store.load(KEY) is None
-    assert store.persistent
     for name in ("tokens.db", "tokens.db-wal", "tokens.db-shm"):
         assert mode(tmp_path / name) == 0o600, name
     await store.save(KEY, TOKEN)
     assert await store.load(KEY) == TOKEN
+    assert persisted(path, KEY)
     raw.close()
     await store.aclose()
 
@@ -115,7 +130,6 @@ async def test_existing_files_lose_group_and_other_bits(
 async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path, captured: Captured) -> None:
     path = str(tmp_path / "tokens.db")
     first, second = open_token_store(path, captured.log), open_token_store(path, captured.log)
-    assert first.persistent and second.persistent
     await first.save(KEY, TOKEN)
     assert await second.load(KEY) == TOKEN
     await second.save(KEY, BARE)  # the other process renewed
@@ -130,10 +144,10 @@ async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path, cap
     assert captured.errors() == []
 
 
-async def check_memory_fallback(store: TokenStore, captured: Captured) -> None:
+async def check_memory_fallback(store: TokenStore, path: Path, captured: Captured) -> None:
     """The store works in memory, and exactly one error line (without a token in it) says why."""
     await store.save(KEY, TOKEN)  # the file is opened (and found unusable) at the first call
-    assert not store.persistent
+    assert not persisted(path, KEY)
     assert await store.load(KEY) == TOKEN
     await store.delete(KEY)
     assert await store.load(KEY) is None
@@ -162,7 +176,7 @@ async def test_unusable_database_at_open_falls_back_to_memory(
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         raw.close()
     store = open_token_store(str(path), captured.log)
-    await check_memory_fallback(store, captured)
+    await check_memory_fallback(store, path, captured)
     if damage == "newer schema":  # left as a newer pfxhttp wrote it
         raw = sqlite3.connect(path)
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
@@ -179,19 +193,20 @@ async def test_database_failing_later_falls_back_to_memory_once(tmp_path: Path, 
     assert await store.load(KEY) == TOKEN  # what this process saved survives in memory
     await store.save(KEY, BARE)
     assert await store.load(KEY) == BARE
-    await check_memory_fallback(store, captured)
+    await check_memory_fallback(store, path, captured)
 
 
 async def test_a_value_sqlite_refuses_stays_in_memory_without_dropping_the_database(
     tmp_path: Path, captured: Captured
 ) -> None:
-    store = open_token_store(str(tmp_path / "tokens.db"), captured.log)
+    path = tmp_path / "tokens.db"
+    store = open_token_store(str(path), captured.log)
     odd = Token(access="access-secret-\ud800", expires_at=TOKEN.expires_at, obtained_at=TOKEN.obtained_at)
     await store.save(KEY, odd)
-    assert store.persistent
     assert await store.load(KEY) is None  # the database is still the truth between processes
     await store.save(KEY, TOKEN)
     assert await store.load(KEY) == TOKEN
+    assert persisted(path, KEY)  # still written to SQLite, not degraded to memory
     await store.aclose()
     assert [e["level"] for e in captured.events()] == ["warning"]
     assert "access-secret" not in captured.stream.getvalue()
@@ -221,7 +236,11 @@ async def main():
         log = Log()
         store = open_token_store(path, log)
         await store.save("k", Token("a", 2e9, 1e9))
-        result[name] = [store.persistent, (await store.load("k")) is not None, log.levels]
+        # Persisted: another store on the same file, as another process, finds the token.
+        other = open_token_store(path, Log())
+        persisted = (await other.load("k")) is not None
+        await other.aclose()
+        result[name] = [persisted, (await store.load("k")) is not None, log.levels]
         await store.aclose()
     print(json.dumps(result))
 

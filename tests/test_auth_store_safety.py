@@ -20,6 +20,7 @@ import trio
 from pfxhttp.backend.auth.store import open_token_store
 from pfxhttp.backend.auth.tokens import Token
 from tests.conftest import Captured
+from tests.test_auth_store import persisted
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user needs root")
 KEY = "jwt|https://auth.example/token|client|digest"
@@ -43,7 +44,7 @@ async def refused(path: Path, captured: Captured, reason: str) -> None:
     with trio.fail_after(10):  # a FIFO must not hang the store
         await store.save(KEY, TOKEN)
         assert await store.load(KEY) == TOKEN  # from memory
-        assert not store.persistent
+        assert not persisted(path, KEY)
         await store.aclose()
     [error] = captured.errors()
     assert error["event"] == "token store unusable, keeping tokens in memory only"
@@ -159,7 +160,7 @@ async def test_a_private_directory_is_used(tmp_path: Path, captured: Captured) -
     path = private_dir(tmp_path) / "tokens.db"
     store = open_token_store(str(path), captured.log)
     await store.save(KEY, TOKEN)
-    assert store.persistent
+    assert persisted(path, KEY)
     await store.aclose()
     assert rows(path) == [(KEY, "live-access-token")]
     assert captured.errors() == []

@@ -1,5 +1,5 @@
-"""Circuit breaker and worker pool (pfxhttp.backend.guard): state transitions at exact boundaries, one probe
-at a time, cancellation safety, the in-flight limit under load, FIFO order and back-pressure."""
+"""Circuit breaker (pfxhttp.backend.guard.CircuitBreaker): state transitions at exact boundaries, one probe at a
+time, cancellation safety, driven through attempt() as the runtime does. The worker pool: test_guard_pool.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from pfxhttp.backend.guard import BreakerState, CircuitBreaker, WorkerPool
-from pfxhttp.config.model import CircuitBreakerConfig, WorkerPoolConfig
-from pfxhttp.errors import BackendBusy, BackendError
+from pfxhttp.backend.guard import Attempt, BreakerState, CircuitBreaker
+from pfxhttp.config.model import CircuitBreakerConfig
+from pfxhttp.errors import BackendBusy
 
 LIMIT = 5  # seconds; every test that awaits runs under trio.fail_after(LIMIT); the rest never block
 
@@ -45,34 +45,56 @@ def open_breaker(breaker: CircuitBreaker, failures: int) -> None:
     assert state_of(breaker) is BreakerState.OPEN
 
 
+def fail(breaker: CircuitBreaker) -> None:
+    with breaker.attempt() as attempt:
+        assert attempt.admitted
+        attempt.failure()
+
+
+def succeed(breaker: CircuitBreaker) -> None:
+    with breaker.attempt() as attempt:
+        assert attempt.admitted
+        attempt.success()
+
+
+def admits(breaker: CircuitBreaker) -> bool:
+    """Would a request go to the backend now? Asked as the runtime asks, through an attempt left without a
+    verdict, which frees a half-open probe slot again."""
+    with breaker.attempt() as attempt:
+        admitted = attempt.admitted
+    return admitted
+
+
+def is_probe(breaker: CircuitBreaker, attempt: Attempt) -> bool:
+    # The one request a half-open breaker lets through.
+    return attempt.admitted and state_of(breaker) is BreakerState.HALF_OPEN
+
+
 # -- circuit breaker ----------------------------------------------------------------------------------------
 
 
 def test_opens_at_exactly_the_configured_consecutive_failures() -> None:
     breaker, _ = make_breaker(failures=3)
     for expected in (1, 2):
-        breaker.record_failure()
-        assert state_of(breaker) is BreakerState.CLOSED
-        assert breaker.consecutive_failures == expected
-        assert breaker.allow()
-    breaker.record_failure()
+        fail(breaker)
+        assert state_of(breaker) is BreakerState.CLOSED, expected
+        assert admits(breaker)
+    fail(breaker)
     assert state_of(breaker) is BreakerState.OPEN
     assert breaker.opened_count == 1
-    assert not breaker.allow()
+    assert not admits(breaker)
     assert breaker.rejected_count == 1
 
 
 def test_success_resets_the_consecutive_failure_count() -> None:
     breaker, _ = make_breaker(failures=3)
-    breaker.record_failure()
-    breaker.record_failure()
-    with breaker.attempt() as attempt:
-        attempt.success()
-    assert breaker.consecutive_failures == 0
-    breaker.record_failure()
-    breaker.record_failure()
+    fail(breaker)
+    fail(breaker)
+    succeed(breaker)
+    fail(breaker)
+    fail(breaker)
     assert state_of(breaker) is BreakerState.CLOSED
-    breaker.record_failure()
+    fail(breaker)
     assert state_of(breaker) is BreakerState.OPEN
 
 
@@ -80,17 +102,15 @@ def test_stays_open_until_exactly_cooldown_then_admits_one_probe() -> None:
     breaker, clock = make_breaker(failures=2, cooldown=10.0)
     open_breaker(breaker, 2)  # opened at t=100
     clock.now = 109.75
-    assert not breaker.allow()
+    assert not admits(breaker)
     assert state_of(breaker) is BreakerState.OPEN
     clock.now = 110.0
     with breaker.attempt() as probe:
-        assert probe.admitted and probe.is_probe
-        assert state_of(breaker) is BreakerState.HALF_OPEN
-        assert breaker.probe_in_flight
+        assert is_probe(breaker, probe)
         for _ in range(3):  # everyone else is refused while the probe runs
             with breaker.attempt() as other:
                 assert not other.admitted
-            assert not breaker.allow()
+            assert not admits(breaker)
         probe.success()
     assert state_of(breaker) is BreakerState.CLOSED
     assert breaker.rejected_count == 7
@@ -103,10 +123,8 @@ def test_successful_probe_closes_and_forgets_failures() -> None:
     with breaker.attempt() as probe:
         probe.success()
     assert state_of(breaker) is BreakerState.CLOSED
-    assert not breaker.probe_in_flight
-    assert breaker.consecutive_failures == 0
-    assert all(breaker.allow() for _ in range(5))
-    breaker.record_failure()  # one failure after closing is not enough to re-open
+    assert all(admits(breaker) for _ in range(5))
+    fail(breaker)  # one failure after closing is not enough to re-open
     assert state_of(breaker) is BreakerState.CLOSED
 
 
@@ -115,15 +133,15 @@ def test_failed_probe_reopens_for_a_full_cooldown_from_the_failure() -> None:
     open_breaker(breaker, 1)  # t=100
     clock.now = 110.0
     with breaker.attempt() as probe:
-        assert probe.is_probe
+        assert is_probe(breaker, probe)
         clock.now = 112.0  # the probe takes two seconds to fail
         probe.failure()
     assert state_of(breaker) is BreakerState.OPEN
     assert breaker.opened_count == 2
     clock.now = 121.75
-    assert not breaker.allow()
+    assert not admits(breaker)
     clock.now = 122.0
-    assert breaker.allow()
+    assert admits(breaker)
     assert state_of(breaker) is BreakerState.HALF_OPEN
 
 
@@ -136,20 +154,19 @@ async def test_cancelled_probe_releases_the_probe_slot() -> None:
 
         async def probe() -> None:
             with breaker.attempt() as attempt:
-                assert attempt.is_probe
+                assert is_probe(breaker, attempt)
                 started.set()
                 await trio.sleep_forever()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(probe)
             await started.wait()
-            assert not breaker.allow()  # the probe is running
+            assert not admits(breaker)  # the probe is running
             nursery.cancel_scope.cancel()
         assert state_of(breaker) is BreakerState.HALF_OPEN  # cancelled: neither success nor failure
-        assert not breaker.probe_in_flight
         assert breaker.opened_count == 1
         with breaker.attempt() as again:
-            assert again.admitted and again.is_probe
+            assert is_probe(breaker, again)
 
 
 def test_exception_in_the_probe_block_is_no_verdict() -> None:
@@ -157,11 +174,11 @@ def test_exception_in_the_probe_block_is_no_verdict() -> None:
     open_breaker(breaker, 1)
     clock.now += 5.0
     with pytest.raises(BackendBusy), breaker.attempt() as attempt:
-        assert attempt.is_probe
+        assert is_probe(breaker, attempt)
         raise BackendBusy("queue full")  # not the backend's fault: must not count either way
     assert state_of(breaker) is BreakerState.HALF_OPEN
     assert breaker.opened_count == 1
-    assert breaker.allow()
+    assert admits(breaker)
 
 
 async def test_exactly_one_probe_among_concurrent_tasks() -> None:
@@ -202,10 +219,10 @@ def test_late_failures_of_requests_admitted_before_opening_are_ignored() -> None
         assert breaker.opened_count == 1
         clock.now = 110.0
         probe = stack.enter_context(breaker.attempt())
-        assert probe.is_probe
+        assert is_probe(breaker, probe)
         slower.failure()  # while HALF_OPEN, not the probe: must not fail the probe
         assert state_of(breaker) is BreakerState.HALF_OPEN
-        assert breaker.probe_in_flight
+        assert not admits(breaker)  # the probe still holds its slot
         probe.success()
         assert state_of(breaker) is BreakerState.CLOSED
 
@@ -213,34 +230,37 @@ def test_late_failures_of_requests_admitted_before_opening_are_ignored() -> None
 def test_stale_probe_does_not_release_its_successors_slot() -> None:
     with ExitStack() as stack:
         breaker, clock = make_breaker(failures=1, cooldown=1.0)
+        straggler = stack.enter_context(breaker.attempt())  # admitted before the circuit opened
+        assert straggler.admitted
         open_breaker(breaker, 1)
         clock.now += 1.0
         old_probe = stack.enter_context(breaker.attempt())
-        assert old_probe.is_probe
-        breaker.record_success()  # a straggler's success closed the circuit meanwhile
+        assert is_probe(breaker, old_probe)
+        straggler.success()  # the straggler's success closed the circuit meanwhile
         open_breaker(breaker, 1)
         clock.now += 1.0
         with breaker.attempt() as new_probe:
-            assert new_probe.is_probe
+            assert is_probe(breaker, new_probe)
             stack.close()  # the old probe leaves without a verdict
-            assert breaker.probe_in_flight
-            assert not breaker.allow()
+            assert not admits(breaker)
             new_probe.failure()
         assert state_of(breaker) is BreakerState.OPEN
 
 
-def test_simple_allow_record_api_drives_the_same_machine() -> None:
+def test_a_probe_holds_its_slot_until_its_verdict() -> None:
     breaker, clock = make_breaker(failures=1, cooldown=2.0)
-    breaker.record_failure()
+    fail(breaker)
     clock.now += 2.0
-    assert breaker.allow()  # the probe
-    assert not breaker.allow()
-    breaker.record_failure()
+    with breaker.attempt() as probe:
+        assert is_probe(breaker, probe)
+        assert not admits(breaker)
+        probe.failure()
     assert state_of(breaker) is BreakerState.OPEN
     assert breaker.opened_count == 2
     clock.now += 2.0
-    assert breaker.allow()
-    breaker.record_success()
+    with breaker.attempt() as probe:
+        assert is_probe(breaker, probe)
+        probe.success()
     assert state_of(breaker) is BreakerState.CLOSED
 
 
@@ -264,11 +284,11 @@ def test_verdict_misuse_raises() -> None:
 async def test_default_clock_is_trios(mock_clock: trio.testing.MockClock) -> None:
     # Async only to run under trio's (mock) clock; it never awaits, so it cannot block.
     breaker = CircuitBreaker(CircuitBreakerConfig(failures=1, cooldown=10.0))
-    breaker.record_failure()
+    fail(breaker)
     mock_clock.jump(9.5)
-    assert not breaker.allow()
+    assert not admits(breaker)
     mock_clock.jump(0.5)
-    assert breaker.allow()
+    assert admits(breaker)
 
 
 def test_breaker_rejects_impossible_config() -> None:
@@ -279,175 +299,3 @@ def test_breaker_rejects_impossible_config() -> None:
 
 
 # -- worker pool --------------------------------------------------------------------------------------------
-
-
-def make_pool(max_workers: int, max_queue: int) -> WorkerPool:
-    return WorkerPool(WorkerPoolConfig(max_workers=max_workers, max_queue=max_queue))
-
-
-async def test_never_more_than_max_workers_inside_under_load() -> None:
-    with trio.fail_after(LIMIT):
-        pool = make_pool(max_workers=7, max_queue=200)
-        inside = 0
-        peak = 0
-        done = 0
-
-        async def request(i: int) -> None:
-            nonlocal inside, peak, done
-            async with pool.slot():
-                inside += 1
-                try:
-                    peak = max(peak, inside)
-                    assert inside <= 7
-                    # A slot just handed to a waiter that has not resumed yet counts as in flight.
-                    assert inside <= pool.in_flight <= 7
-                    for _ in range(i % 4 + 1):  # hold the slot across a few scheduling rounds
-                        await trio.lowlevel.checkpoint()
-                        assert inside <= 7
-                finally:
-                    inside -= 1
-            done += 1
-
-        async with trio.open_nursery() as nursery:
-            for i in range(200):
-                nursery.start_soon(request, i)
-        assert done == 200
-        assert peak == 7  # the limit was actually reached, so the bound was tested
-        assert pool.in_flight == 0
-        assert pool.waiting == 0
-
-
-async def queue_up(nursery: trio.Nursery, pool: WorkerPool, name: str, order: list[str]) -> trio.CancelScope:
-    """Start a task that waits for a slot, records its name inside, and returns once it is parked."""
-
-    async def request(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-        with trio.CancelScope() as scope:
-            task_status.started(scope)
-            async with pool.slot():
-                order.append(name)
-                await trio.lowlevel.checkpoint()
-
-    scope: trio.CancelScope = await nursery.start(request)
-    await trio.testing.wait_all_tasks_blocked()
-    return scope
-
-
-async def test_waiters_enter_in_fifo_order_and_newcomers_do_not_overtake() -> None:
-    with trio.fail_after(LIMIT):
-        pool = make_pool(max_workers=1, max_queue=10)
-        order: list[str] = []
-        async with trio.open_nursery() as nursery:
-            async with pool.slot():
-                for i in range(6):
-                    await queue_up(nursery, pool, str(i), order)
-                    assert pool.waiting == i + 1
-            # The release handed the slot straight to waiter 0: there was no free slot to grab.
-            assert pool.in_flight == 1
-            assert pool.waiting == 5
-            nursery.start_soon(queue_up, nursery, pool, "late", order)
-        assert order == ["0", "1", "2", "3", "4", "5", "late"]
-        assert pool.in_flight == 0
-
-
-async def test_busy_when_the_queue_is_full() -> None:
-    with trio.fail_after(LIMIT):
-        pool = make_pool(max_workers=1, max_queue=2)
-        order: list[str] = []
-        async with trio.open_nursery() as nursery:
-            async with pool.slot():
-                await queue_up(nursery, pool, "a", order)
-                await queue_up(nursery, pool, "b", order)
-                with pytest.raises(BackendBusy) as caught:
-                    async with pool.slot():
-                        pytest.fail("entered a full pool")
-                assert caught.value.reason == "server busy"
-                assert isinstance(caught.value, BackendError)
-                assert (pool.in_flight, pool.waiting) == (1, 2)  # the refusal left no trace
-        assert order == ["a", "b"]
-        async with pool.slot():  # drained: usable again
-            assert pool.in_flight == 1
-
-
-async def test_cancellation_while_queued_leaves_no_trace() -> None:
-    with trio.fail_after(LIMIT):
-        pool = make_pool(max_workers=1, max_queue=3)
-        order: list[str] = []
-        async with trio.open_nursery() as nursery:
-            async with pool.slot():
-                await queue_up(nursery, pool, "a", order)
-                b = await queue_up(nursery, pool, "b", order)
-                await queue_up(nursery, pool, "c", order)
-                b.cancel()
-                await trio.testing.wait_all_tasks_blocked()
-                assert (pool.in_flight, pool.waiting) == (1, 2)
-                await queue_up(nursery, pool, "d", order)  # b's place in the queue is free again
-                assert pool.waiting == 3
-        assert order == ["a", "c", "d"]
-        assert (pool.in_flight, pool.waiting) == (0, 0)
-
-
-async def test_cancellation_just_after_the_handoff_passes_the_slot_on() -> None:
-    with trio.fail_after(LIMIT):
-        pool = make_pool(max_workers=1, max_queue=2)
-        order: list[str] = []
-        async with trio.open_nursery() as nursery:
-            async with pool.slot():
-                a = await queue_up(nursery, pool, "a", order)
-                await queue_up(nursery, pool, "b", order)
-            a.cancel()  # the slot was already handed to a, which has not resumed yet
-        assert "b" in order  # a's slot, whatever a did with it, reached b
-        assert (pool.in_flight, pool.waiting) == (0, 0)
-
-
-async def test_max_queue_zero_means_no_waiting() -> None:
-    with trio.fail_after(LIMIT):
-        pool = make_pool(max_workers=2, max_queue=0)
-        release = trio.Event()
-
-        async def holder(task_status: trio.TaskStatus[None]) -> None:
-            async with pool.slot():
-                task_status.started()
-                await release.wait()
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(holder)
-            await nursery.start(holder)
-            with pytest.raises(BackendBusy):
-                async with pool.slot():
-                    pytest.fail("entered a full pool")
-            assert (pool.in_flight, pool.waiting) == (2, 0)
-            release.set()
-        async with pool.slot():
-            assert pool.in_flight == 1
-
-
-async def test_nested_listener_and_server_pools_do_not_deadlock() -> None:
-    with trio.fail_after(LIMIT):
-        server = make_pool(max_workers=3, max_queue=200)
-        listeners = [make_pool(max_workers=2, max_queue=200) for _ in range(3)]
-        inside_server = 0
-        done = 0
-
-        async def request(i: int) -> None:
-            nonlocal inside_server, done
-            listener = listeners[i % len(listeners)]
-            async with listener.slot(), server.slot():  # the order the runtime uses
-                inside_server += 1
-                assert inside_server <= 3
-                assert listener.in_flight <= 2
-                await trio.lowlevel.checkpoint()
-                inside_server -= 1
-            done += 1
-
-        async with trio.open_nursery() as nursery:
-            for i in range(200):
-                nursery.start_soon(request, i)
-        assert done == 200
-        assert all(p.in_flight == 0 and p.waiting == 0 for p in (server, *listeners))
-
-
-def test_pool_rejects_impossible_config() -> None:
-    with pytest.raises(ValueError, match="max_workers"):
-        make_pool(max_workers=0, max_queue=1)
-    with pytest.raises(ValueError, match="max_queue"):
-        make_pool(max_workers=1, max_queue=-1)

@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from pfxhttp.backend.contentcoding import GzipDecoder, gzip_body, response_is_gzip
-from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
-from pfxhttp.backend.pool import HttpClient, HttpResponse
+from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest, Target, prepare_request
+from pfxhttp.backend.pool import HttpClient
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendBodyTooLarge, BackendError, BackendProtocolError
 from tests.httpd_scripted import (

@@ -18,8 +18,8 @@ import pytest
 import trio
 import trustme
 
-from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
-from pfxhttp.backend.pool import HttpClient, HttpResponse
+from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest, Target, prepare_request
+from pfxhttp.backend.pool import HttpClient
 from pfxhttp.config import DEFAULT_MAX_RESPONSE_BODY_SIZE, parse_config
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendBodyTooLarge, BackendProtocolError, BackendTimeout, ConfigError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -21,6 +23,13 @@ def entry(payload: str | None, kind: EntryKind = EntryKind.SOCKET_MAP) -> EntryC
         payload=payload,
         locations={"payload": Location("pfxhttp.yml", 7, 14)},
     )
+
+
+def payload_for(config: EntryConfig, *, key: str = "", attrs: Mapping[str, str] | None = None) -> str:
+    """The request body as the runtime builds it: the entry's compiled template rendered to bytes over the
+    lookup context (socket maps: the key; policy services: the attributes)."""
+    context = lookup_context(config, key=key, attrs=attrs or {})
+    return PayloadTemplate(config).render_bytes(context).decode("utf-8")
 
 
 HOSTILE_KEYS = [
@@ -47,7 +56,7 @@ HOSTILE_KEYS = [
     ['{"key": "{{ .Key }}"}', '{"key": "{{.Key}}"}', '{"key": "{{ key }}"}', '{"key": {{ key|tojson }}}'],
 )
 def test_socketmap_payload_carries_exactly_the_key(source: str, key: str) -> None:
-    rendered = PayloadTemplate(entry(source)).render_socketmap(key)
+    rendered = payload_for(entry(source), key=key)
     assert orjson.loads(rendered) == {"key": key}
 
 
@@ -56,49 +65,49 @@ def test_socketmap_payload_carries_exactly_the_key(source: str, key: str) -> Non
 def test_any_valid_unicode_key_round_trips(key: str) -> None:
     if any(0xD800 <= ord(c) <= 0xDFFF for c in key):
         return  # lone surrogates cannot be JSON; covered by test_non_utf8_key_is_a_payload_error
-    template = PayloadTemplate(entry('{"key": "{{ .Key }}", "map": "{{ name }}"}'))
-    assert orjson.loads(template.render_socketmap(key)) == {"key": key, "map": "demo"}
+    config = entry('{"key": "{{ .Key }}", "map": "{{ name }}"}')
+    assert orjson.loads(payload_for(config, key=key)) == {"key": key, "map": "demo"}
 
 
 def test_non_utf8_key_is_a_payload_error() -> None:
     key = b"caf\xe9@example.com".decode("utf-8", "surrogateescape")
     with pytest.raises(PayloadError):
-        PayloadTemplate(entry('{"key": "{{ .Key }}"}')).render_socketmap(key)
+        payload_for(entry('{"key": "{{ .Key }}"}'), key=key)
 
 
 def test_policy_go_key_is_the_attribute_map() -> None:
     attrs = {"request": "smtpd_access_policy", "sender": 'x"y@example.com', "size": "12"}
-    template = PayloadTemplate(entry('{"policy_request": {{ .Key }}}', EntryKind.POLICY_SERVICE))
-    assert orjson.loads(template.render_policy(attrs)) == {"policy_request": attrs}
+    config = entry('{"policy_request": {{ .Key }}}', EntryKind.POLICY_SERVICE)
+    assert orjson.loads(payload_for(config, attrs=attrs)) == {"policy_request": attrs}
 
 
 def test_policy_bare_key_and_jinja_names() -> None:
     attrs = {"sender": "a@example.com", "recipient": "b@example.com"}
-    bare = PayloadTemplate(entry("{{ .Key }}", EntryKind.POLICY_SERVICE))
-    assert orjson.loads(bare.render_policy(attrs)) == attrs
-    named = PayloadTemplate(
-        entry(
-            '{"from": "{{ attrs.sender }}", "svc": "{{ name }}", "all": {{ attrs|tojson }}}',
-            EntryKind.POLICY_SERVICE,
-        )
+    bare = entry("{{ .Key }}", EntryKind.POLICY_SERVICE)
+    assert orjson.loads(payload_for(bare, attrs=attrs)) == attrs
+    named = entry(
+        '{"from": "{{ attrs.sender }}", "svc": "{{ name }}", "all": {{ attrs|tojson }}}',
+        EntryKind.POLICY_SERVICE,
     )
-    assert orjson.loads(named.render_policy(attrs)) == {"from": "a@example.com", "svc": "demo", "all": attrs}
+    assert orjson.loads(payload_for(named, attrs=attrs)) == {
+        "from": "a@example.com",
+        "svc": "demo",
+        "all": attrs,
+    }
 
 
 def test_default_payloads() -> None:
-    assert orjson.loads(PayloadTemplate(entry(None)).render_socketmap('k"ey')) == {"key": 'k"ey'}
+    assert orjson.loads(payload_for(entry(None), key='k"ey')) == {"key": 'k"ey'}
     attrs = {"sender": "a@example.com"}
-    assert orjson.loads(PayloadTemplate(entry(None, EntryKind.POLICY_SERVICE)).render_policy(attrs)) == attrs
+    assert orjson.loads(payload_for(entry(None, EntryKind.POLICY_SERVICE), attrs=attrs)) == attrs
 
 
 def test_numbers_booleans_and_missing_attributes_render_as_json() -> None:
-    template = PayloadTemplate(
-        entry(
-            '{"n": {{ 42 }}, "t": {{ true }}, "none": {{ none }}, "s": "{{ attrs.get("x", "") }}"}',
-            EntryKind.POLICY_SERVICE,
-        )
+    config = entry(
+        '{"n": {{ 42 }}, "t": {{ true }}, "none": {{ none }}, "s": "{{ attrs.get("x", "") }}"}',
+        EntryKind.POLICY_SERVICE,
     )
-    assert orjson.loads(template.render_policy({})) == {"n": 42, "t": True, "none": None, "s": ""}
+    assert orjson.loads(payload_for(config, attrs={})) == {"n": 42, "t": True, "none": None, "s": ""}
 
 
 @pytest.mark.parametrize(
@@ -121,14 +130,14 @@ def test_bad_payloads_are_config_errors_with_location(source: str, message: str)
 
 
 def test_empty_payload_is_allowed() -> None:
-    assert PayloadTemplate(entry("")).render_socketmap("x") == ""
+    assert payload_for(entry(""), key="x") == ""
 
 
 def test_runtime_failure_in_template_is_payload_error() -> None:
     # A branch the load-time sample does not take: fails only for some keys, at run time, as PayloadError.
-    template = PayloadTemplate(entry('{"key": "{{ key if key != "boom" else key.nope.deeper }}"}'))
+    config = entry('{"key": "{{ key if key != "boom" else key.nope.deeper }}"}')
     with pytest.raises(PayloadError):
-        template.render_socketmap("boom")
+        payload_for(config, key="boom")
 
 
 def test_sandbox_blocks_attribute_escapes() -> None:
@@ -159,13 +168,11 @@ def test_templates_with_logic_take_the_jinja_path_and_keep_the_runtime_check(sou
 
 
 def test_absent_policy_attributes_read_as_empty() -> None:
-    template = PayloadTemplate(
-        entry(
-            '{"user": "{{ attrs.sasl_username }}", "sni": "{{ attrs["tls_sni"] }}", "all": {{ .Key }}}',
-            EntryKind.POLICY_SERVICE,
-        )
+    config = entry(
+        '{"user": "{{ attrs.sasl_username }}", "sni": "{{ attrs["tls_sni"] }}", "all": {{ .Key }}}',
+        EntryKind.POLICY_SERVICE,
     )
-    assert orjson.loads(template.render_policy({"sender": "a@b"})) == {
+    assert orjson.loads(payload_for(config, attrs={"sender": "a@b"})) == {
         "user": "",
         "sni": "",
         "all": {"sender": "a@b"},

@@ -10,7 +10,8 @@ import pytest
 import trio
 import trustme
 
-from pfxhttp.backend.pool import HttpClient, PreparedRequest, Target, prepare_request
+from pfxhttp.backend.httpmsg import PreparedRequest, Target, prepare_request
+from pfxhttp.backend.pool import HttpClient
 from pfxhttp.backend.tlsctx import build_ssl_context
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendTransportError, ConfigError

@@ -101,11 +101,6 @@ class AnswerCache:
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config: CacheConfig, clock: Callable[[], float] = trio.current_time) -> AnswerCache:
-        """The per-entry ``cache:`` block."""
-        return cls(config.ttl, config.negative_ttl, config.stale_if_error, config.max_entries, clock)
-
-    @classmethod
     def from_response_cache(
         cls,
         config: ResponseCacheConfig,

@@ -73,11 +73,6 @@ class Attempt:
         self._done = False
         self.admitted = admitted
 
-    @property
-    def is_probe(self) -> bool:
-        """True if this attempt is the one probe a half-open breaker let through."""
-        return self._probe_id is not None
-
     def success(self) -> None:
         """The backend answered as configured: close the circuit."""
         self._take_verdict()
@@ -107,7 +102,7 @@ class CircuitBreaker:
 
     ``clock`` returns seconds on a monotonic scale; the default is trio's clock, so tests can use
     ``trio.testing.MockClock``. ``state`` is the stored state: an OPEN breaker whose cooldown has passed
-    reports OPEN until the next :meth:`allow` or :meth:`attempt` turns it HALF_OPEN.
+    reports OPEN until the next :meth:`attempt` turns it HALF_OPEN.
     """
 
     def __init__(self, config: CircuitBreakerConfig, clock: Clock = trio.current_time) -> None:
@@ -130,38 +125,16 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         return self._state
 
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
-
-    @property
-    def probe_in_flight(self) -> bool:
-        return self._probe_id is not None
-
     @contextmanager
     def attempt(self) -> Iterator[Attempt]:
-        """Ask to call the backend; the cancellation-safe form of :meth:`allow` + ``record_*``."""
+        """Ask to call the backend. The verdict is given on the attempt inside the block, so a cancellation
+        between admission and verdict still frees the half-open probe slot."""
         admitted, probe_id = self._admit()
         attempt = Attempt(self, admitted=admitted, probe_id=probe_id)
         try:
             yield attempt
         finally:
             attempt._leave()
-
-    def allow(self) -> bool:
-        """May a request go to the backend now? In HALF_OPEN a True is the probe: the caller must then call
-        :meth:`record_success` or :meth:`record_failure`, or the probe slot stays taken; code that can be
-        cancelled in between should use :meth:`attempt` instead."""
-        admitted, _ = self._admit()
-        return admitted
-
-    def record_success(self) -> None:
-        """The backend worked: close the circuit and forget earlier failures."""
-        self._on_success()
-
-    def record_failure(self) -> None:
-        """The backend failed: count it; in HALF_OPEN this is the probe's failure and re-opens the circuit."""
-        self._on_failure(self._probe_id)
 
     # -- state machine ------------------------------------------------------------------------------------
 

@@ -189,10 +189,3 @@ class HttpResponse:
     status: int
     headers: tuple[tuple[bytes, bytes], ...]  # names lower-cased, in arrival order
     body: bytes
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of field ``name`` (lower-case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None

@@ -17,13 +17,10 @@ from dataclasses import dataclass, field
 import trio
 
 from pfxhttp.backend.http11 import TRANSPORT_ERRORS, Http11Connection, transport_error
-from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest, Target, prepare_request
+from pfxhttp.backend.httpmsg import HttpResponse, PreparedRequest, Target
 from pfxhttp.backend.tlsctx import build_ssl_context
 from pfxhttp.config.model import HttpClientConfig, TlsConfig
 from pfxhttp.errors import BackendTimeout, BackendTransportError
-
-__all__ = ["HttpClient", "HttpResponse", "PreparedRequest", "Target", "prepare_request"]
-
 
 # Seconds a pooled connection must have been idle before it is polled at checkout. 0: every reuse is polled.
 # Skipping the poll for recently used connections saved a syscall per request but let an unsolicited response

@@ -21,7 +21,7 @@ attribute map; empty for socket maps).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
@@ -29,7 +29,7 @@ import jinja2.nodes
 import orjson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from pfxhttp.backend.context import SAMPLE_KEY, jinja_source, lookup_context, sample_context
+from pfxhttp.backend.context import SAMPLE_KEY, jinja_source, sample_context
 from pfxhttp.config.model import EntryConfig, EntryKind
 from pfxhttp.errors import ConfigError, PayloadError
 
@@ -196,13 +196,6 @@ class PayloadTemplate:
             except UnicodeEncodeError as exc:
                 raise PayloadError(f"payload is not UTF-8: {exc}") from exc
         return b"".join(part if isinstance(part, bytes) else _json_bytes(context[part.name]) for part in plan)
-
-    def render_socketmap(self, key: str) -> str:
-        return self.render(lookup_context(self._entry, key=key))
-
-    def render_policy(self, attrs: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
-        """``attrs``: a mapping, or the wire-order pairs of a PolicyRequest (the last of a repeated name wins)."""
-        return self.render(lookup_context(self._entry, attrs=attrs))
 
 
 class ValueTemplate:

@@ -40,9 +40,6 @@ class Key:
     nullable: bool = True  # null (an empty value) means "not set"
     off: bool = False  # BLOCK: `false` turns it off (cache, circuit_breaker, jwt_auth, backend_oidc_auth)
 
-    def child(self, name: str) -> Key | None:
-        return next((key for key in self.keys if key.name == name), None)
-
     def accepts_scalar(self) -> bool:
         """True when one scalar is a valid value (what an environment variable can set)."""
         return self.shape is Shape.VALUE and _scalar_schema(self.schema)

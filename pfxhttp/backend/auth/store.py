@@ -205,12 +205,6 @@ class TokenStore:
         self._memory: dict[str, Token] = {}
         self._lock = trio.Lock()
 
-    @property
-    def persistent(self) -> bool:
-        """True while tokens go to SQLite (or will, before the first call); False for a memory-only or
-        degraded store."""
-        return self._db is not None or self._unopened
-
     async def load(self, key: str) -> Token | None:
         """The stored token for ``key`` (maybe expired), or None."""
         found = await self._call(partial(_select, key))
